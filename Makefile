@@ -1,0 +1,53 @@
+# Kurable's developer entry points. `make demo` and `make test` do all the set-up
+# on a fresh machine: a virtual environment in .venv and the control-plane
+# binaries built from source (cached in ~/.cache/kurable/tools by version).
+
+PYTHON ?= $(shell command -v python3.13 || command -v python3.12 || command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: all venv tools crds lint test test-fast test-integration demo dev chaos bench clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Kurable needs Python 3.11 or newer (found " + sys.version.split()[0] + ")"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)
+
+tools:
+	@hack/tools.sh
+
+crds: $(STAMP)
+	$(BIN)/kurable crds --output crds
+
+lint: $(STAMP)
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/mypy
+
+# Everything: unit tests, integration tests on the real control plane, crash tests.
+test: $(STAMP) tools
+	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
+
+# Unit tests only: no control plane, a few seconds.
+test-fast: $(STAMP)
+	$(BIN)/pytest -m 'not integration' $(PYTEST_ARGS)
+
+test-integration: $(STAMP) tools
+	$(BIN)/pytest -n 2 -m 'integration and not slow' $(PYTEST_ARGS)
+
+demo: $(STAMP) tools
+	$(BIN)/python hack/demo.py
+
+dev: $(STAMP) tools
+	$(BIN)/kurable dev
+
+clean:
+	rm -rf $(VENV) .kurable .pytest_cache .mypy_cache .ruff_cache

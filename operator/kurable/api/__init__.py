@@ -1,0 +1,1 @@
+"""The Kurable API: pydantic models that are also the CRD schemas."""

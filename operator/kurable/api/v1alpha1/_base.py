@@ -1,0 +1,123 @@
+"""Building blocks shared by every kind: the model base, durations, conditions."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "kurable.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+def cel(rule: str, message: str, **extra: Any) -> dict[str, Any]:
+    """One `x-kubernetes-validations` rule (CEL, evaluated by the API server)."""
+    return {"rule": rule, "message": message, **extra}
+
+
+def validations(*rules: dict[str, Any]) -> dict[str, Any]:
+    """`json_schema_extra` carrying CEL rules for a model or a field."""
+    return {"x-kubernetes-validations": list(rules)}
+
+
+class Model(BaseModel):
+    """Base of every API object: camelCase on the wire, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_attribute_docstrings=True,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The object as Kubernetes stores it (camelCase, no unset fields)."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+_DURATION_PART = r"[0-9]+(\.[0-9]+)?(ms|s|m|h|d)"
+DURATION_PATTERN = rf"^({_DURATION_PART})+$"
+_DURATION_RE = re.compile(rf"({_DURATION_PART})")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+Duration = Annotated[
+    str,
+    Field(
+        max_length=64,
+        json_schema_extra=validations(
+            cel(
+                f"self.matches('{DURATION_PATTERN}')",
+                "must be a duration such as 500ms, 30s, 5m, 1h30m or 2d",
+            )
+        ),
+    ),
+]
+"""A duration written as Go and Kubernetes write them: `30s`, `1h30m`, `2d`."""
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse a duration such as `1h30m` or `500ms`; raise ValueError naming the text."""
+    if not re.fullmatch(DURATION_PATTERN, text):
+        raise ValueError(f"{text!r} is not a duration (use e.g. 500ms, 30s, 5m, 1h30m, 2d)")
+    seconds = sum(
+        float(m.group(1)[: -len(m.group(3))]) * _UNIT_SECONDS[m.group(3)]
+        for m in _DURATION_RE.finditer(text)
+    )
+    return timedelta(seconds=seconds)
+
+
+Name = Annotated[
+    str,
+    Field(min_length=1, max_length=63, pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$"),
+]
+"""A step, variable or branch name: letters, digits, `_` and `-`, starting with a letter."""
+
+Expression = Annotated[str, Field(max_length=4096)]
+"""A CEL expression, bare (`input.amount > 0`) or wrapped (`${ input.amount > 0 }`)."""
+
+JSONValue = Annotated[Any, Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})]
+"""Any JSON value; strings may hold `${ CEL }` expressions where the field says so."""
+
+JSONObject = Annotated[
+    dict[str, Any], Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+]
+"""A JSON object with free-form content."""
+
+
+class Condition(Model):
+    """A Kubernetes condition, as in metav1.Condition."""
+
+    type: str
+    """Condition type, e.g. `Succeeded`, `Ready`, `Suspended`, `Stalled`."""
+    status: Literal["True", "False", "Unknown"]
+    """`True`, `False` or `Unknown`."""
+    reason: str = ""
+    """One CamelCase word saying why."""
+    message: str = ""
+    """Human-readable detail."""
+    last_transition_time: str | None = None
+    """When status last changed (RFC 3339)."""
+    observed_generation: int | None = None
+    """The metadata.generation this condition was computed from."""
+
+
+Conditions = Annotated[
+    list[Condition],
+    Field(
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+        }
+    ),
+]
+
+
+class ObjectRef(Model):
+    """A reference to another Kurable object in the same namespace."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    """Name of the referenced object."""

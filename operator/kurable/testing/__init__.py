@@ -1,0 +1,20 @@
+"""A real local Kubernetes control plane for tests and for ``kurable dev``.
+
+:class:`ControlPlane` starts etcd and kube-apiserver on free loopback ports (the
+envtest approach of controller-runtime: real storage, validation, RBAC and watches;
+no kubelet, scheduler or controller manager) and installs CRDs::
+
+    from kurable.testing import ControlPlane
+
+    with ControlPlane(crds="crds") as cp:
+        cp.kubectl("apply", "-f", "examples/hello.yaml")
+
+The binaries come from :func:`find_tool` (``make tools`` builds the pinned versions).
+Installing Kurable also registers a pytest plugin with the fixtures ``control_plane``
+(one per test process) and ``namespace`` (a fresh namespace per test).
+"""
+
+from kurable.testing._controlplane import ControlPlane, ControlPlaneError, KubectlError
+from kurable.testing._tools import ToolNotFound, find_tool
+
+__all__ = ["ControlPlane", "ControlPlaneError", "KubectlError", "ToolNotFound", "find_tool"]
