@@ -2,7 +2,9 @@
 # on a fresh machine: a virtual environment in .venv and the control-plane
 # binaries built from source (cached in ~/.cache/kurable/tools by version).
 
-PYTHON ?= $(shell command -v python3.13 || command -v python3.12 || command -v python3.11 || command -v python3)
+# The newest Python >= 3.11 that actually runs (pyenv shims may exist but fail).
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	  $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { command -v $$p; break; }; done)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
@@ -13,7 +15,7 @@ PYTEST_ARGS ?=
 all: test
 
 $(STAMP): pyproject.toml
-	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Kurable needs Python 3.11 or newer (found " + sys.version.split()[0] + ")"'
+	@test -n "$(PYTHON)" || { echo "Kurable needs Python 3.11 or newer on PATH" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

@@ -1,0 +1,64 @@
+"""The `kurable` command: run the operator, a local dev cluster, and inspect runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import _dev, _inspect, _operator
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kurable", description="Durable workflows and entities on Kubernetes."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    op = sub.add_parser("operator", help="run the operator against the current kubeconfig")
+    op.add_argument("--namespace", "-n", action="append", default=[],
+                    help="watch only this namespace (glob patterns allowed; repeatable)")
+    op.add_argument("--etcd-endpoints", help="host:port[,host:port] ($KURABLE_ETCD_ENDPOINTS)")
+    op.add_argument("--etcd-prefix", help="key prefix in etcd ($KURABLE_ETCD_PREFIX, /kurable/)")
+    op.add_argument("--liveness", metavar="URL",
+                    help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    op.add_argument("--lease-ttl", type=int, default=10,
+                    help="seconds the executor's etcd lease outlives a silent operator")
+    op.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    op.set_defaults(func=_operator.run)
+
+    dev = sub.add_parser("dev", help="a local control plane plus the operator, in the foreground")
+    dev.add_argument("--state-dir", default=".kurable/dev",
+                     help="where certificates, etcd data, kubeconfig and logs live")
+    dev.add_argument("--no-operator", action="store_true", help="start only the control plane")
+    dev.set_defaults(func=_dev.run)
+
+    crds = sub.add_parser("crds", help="write the CRDs generated from the API models")
+    crds.add_argument("--output", "-o", default="crds", help="directory to write into")
+    crds.add_argument("--check", action="store_true",
+                      help="write nothing; fail if the directory differs from the models")
+    crds.set_defaults(func=_inspect.crds)
+
+    history = sub.add_parser("history", help="print a run's whole journal from etcd")
+    history.add_argument("ref", metavar="workflow/NAME")
+    history.add_argument("--namespace", "-n", default=None)
+    history.add_argument("--output", "-o", choices=["table", "json"], default="table")
+    history.set_defaults(func=_inspect.history)
+
+    watch = sub.add_parser("watch", help="follow a run's steps until it finishes")
+    watch.add_argument("ref", metavar="workflow/NAME")
+    watch.add_argument("--namespace", "-n", default=None)
+    watch.add_argument("--timeout", type=float, default=600.0, help="give up after seconds")
+    watch.set_defaults(func=_inspect.watch)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except _inspect.UserError as e:
+        print(f"kurable: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,6 @@
+"""kopf handlers: importing this package registers them (see `kurable operator`)."""
+
+from __future__ import annotations
+
+from . import operator as _operator  # noqa: F401  (startup, settings, cleanup)
+from . import workflow as _workflow  # noqa: F401

@@ -15,6 +15,14 @@ Installing Kurable also registers a pytest plugin with the fixtures ``control_pl
 """
 
 from kurable.testing._controlplane import ControlPlane, ControlPlaneError, KubectlError
+from kurable.testing._operator import OperatorProcess
 from kurable.testing._tools import ToolNotFound, find_tool
 
-__all__ = ["ControlPlane", "ControlPlaneError", "KubectlError", "ToolNotFound", "find_tool"]
+__all__ = [
+    "ControlPlane",
+    "ControlPlaneError",
+    "KubectlError",
+    "OperatorProcess",
+    "ToolNotFound",
+    "find_tool",
+]

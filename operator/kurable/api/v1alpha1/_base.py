@@ -39,7 +39,7 @@ class Model(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
-_DURATION_PART = r"[0-9]+(\.[0-9]+)?(ms|s|m|h|d)"
+_DURATION_PART = r"[0-9]+([.][0-9]+)?(ms|s|m|h|d)"
 DURATION_PATTERN = rf"^({_DURATION_PART})+$"
 _DURATION_RE = re.compile(rf"({_DURATION_PART})")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

@@ -1,0 +1,5 @@
+"""`python -m kurable` is the `kurable` command."""
+
+from kurable.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,32 @@
+"""`kurable operator`: kopf, with Kurable's handlers, against the current kubeconfig."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+
+import kopf
+
+
+def run(args: argparse.Namespace) -> int:
+    # The etcd settings travel as environment, the one place the handlers read them.
+    if args.etcd_endpoints:
+        os.environ["KURABLE_ETCD_ENDPOINTS"] = args.etcd_endpoints
+    if args.etcd_prefix:
+        os.environ["KURABLE_ETCD_PREFIX"] = args.etcd_prefix
+    kopf.configure(verbose=args.verbose)
+
+    import kurable.handlers  # noqa: F401  (registers the handlers)
+
+    memo = kopf.Memo(lease_ttl=args.lease_ttl)
+    asyncio.run(
+        kopf.operator(
+            standalone=True,
+            clusterwide=not args.namespace,
+            namespaces=args.namespace,
+            liveness_endpoint=args.liveness,
+            memo=memo,
+        )
+    )
+    return 0

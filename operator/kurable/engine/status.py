@@ -1,0 +1,134 @@
+"""A Workflow's status as a projection of its journal: small, whatever the run's length."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .decide import Decision, Wait
+from .journal import RunState, StepState
+
+RECENT_STEPS = 20
+"""How many step records status keeps; the journal keeps them all."""
+OUTPUT_LIMIT = 1024
+"""Outputs larger than this (as JSON) are shown as a reference to the journal."""
+
+
+def shorten(value: Any, limit: int = OUTPUT_LIMIT) -> Any:
+    """`value` itself when small, else a marker saying where the whole value is."""
+    if value is None:
+        return None
+    text = json.dumps(value, separators=(",", ":"), default=str)
+    if len(text) <= limit:
+        return value
+    return {"truncated": True, "bytes": len(text), "preview": text[:120], "see": "kurable history"}
+
+
+def project(
+    state: RunState,
+    *,
+    generation: int | None,
+    decision: Decision | None,
+    previous_conditions: list[dict[str, Any]] | None,
+    now: str,
+    journal_revision: int = 0,
+) -> dict[str, Any]:
+    """The status of a run in `state`, whose next decision is `decision`."""
+    suspended = isinstance(decision, Wait) and decision.reason == "Suspended"
+    if state.finished:
+        phase = state.phase
+    elif suspended:
+        phase = "Suspended"
+    elif state.started_at is None:
+        phase = "Pending"
+    else:
+        phase = "Running"
+
+    recent = sorted(
+        state.steps.values(),
+        key=lambda s: (s.finished_at is None, s.finished_at or s.started_at or ""),
+    )[-RECENT_STEPS:]
+    message = _message(state, phase, decision)
+    status: dict[str, Any] = {
+        "phase": phase,
+        "currentStep": None if state.finished else state.position,
+        "message": message,
+        "startedAt": state.started_at,
+        "finishedAt": state.finished_at,
+        "steps": [_step_status(s) for s in recent],
+        "stepsCompleted": sum(
+            1 for s in state.steps.values() if s.phase in ("Succeeded", "Skipped")
+        ),
+        "output": shorten(state.output),
+        "error": state.error,
+        "journal": {"records": state.records, "revision": journal_revision},
+        "observedGeneration": generation,
+        "conditions": conditions(phase, message, state, generation, previous_conditions, now),
+    }
+    return status
+
+
+def _message(state: RunState, phase: str | None, decision: Decision | None) -> str | None:
+    if state.error:
+        where = f"step {state.error['step']}: " if state.error.get("step") else ""
+        return f"{where}{state.error.get('message', '')}"
+    if phase == "Succeeded":
+        return "all steps completed"
+    if isinstance(decision, Wait):
+        return decision.reason
+    return None
+
+
+def _step_status(step: StepState) -> dict[str, Any]:
+    return {
+        "name": step.name,
+        "phase": step.phase,
+        "attempts": step.attempts,
+        "startedAt": step.started_at,
+        "finishedAt": step.finished_at,
+        "wakeAt": step.wake_at,
+        "output": shorten(step.output),
+        "message": step.message,
+    }
+
+
+def conditions(
+    phase: str | None,
+    message: str | None,
+    state: RunState,
+    generation: int | None,
+    previous: list[dict[str, Any]] | None,
+    now: str,
+) -> list[dict[str, Any]]:
+    """Succeeded and Suspended, keeping lastTransitionTime while a status stays the same."""
+    if phase == "Succeeded":
+        succeeded = ("True", "Succeeded")
+    elif phase in ("Failed", "Cancelled", "Invalid"):
+        reason = (state.error or {}).get("reason") or phase
+        succeeded = ("False", phase if phase != "Failed" else reason)
+    else:
+        succeeded = ("Unknown", phase or "Pending")
+    wanted = {
+        "Succeeded": (succeeded[0], succeeded[1], message or ""),
+        "Suspended": (
+            ("True", "Suspended", "spec.suspend is true")
+            if phase == "Suspended"
+            else ("False", "NotSuspended", "")
+        ),
+    }
+    before = {c.get("type"): c for c in previous or []}
+    out = []
+    for kind, (status, reason, text) in wanted.items():
+        old = before.get(kind) or {}
+        changed = old.get("status") != status
+        out.append(
+            {
+                "type": kind,
+                "status": status,
+                "reason": reason,
+                "message": text,
+                "lastTransitionTime": now if changed else old.get("lastTransitionTime", now),
+                "observedGeneration": generation,
+            }
+        )
+    return out

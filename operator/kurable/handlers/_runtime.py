@@ -1,0 +1,71 @@
+"""What every handler shares: etcd, the fence, the Kubernetes client, wake-up events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import aetcd
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import config as k8s_config
+
+from kurable.api.v1alpha1 import GROUP, VERSION, ResourceKind
+from kurable.store.journal import EtcdConfig, Fence, Journal, connect
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """The operator's connections, made at startup and closed at cleanup."""
+
+    etcd: aetcd.Client
+    fence: Fence
+    journal: Journal
+    api: k8s.ApiClient
+    wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
+
+    @classmethod
+    async def open(cls, etcd_config: EtcdConfig, lease_ttl: int = 10) -> Runtime:
+        etcd = await connect(etcd_config)
+        fence = Fence(etcd, etcd_config.prefix, ttl=lease_ttl)
+        await fence.start()
+        api = await _kubernetes_client()
+        log.info("executor %s on etcd %s prefix %s", fence.id, etcd_config.endpoints,
+                 etcd_config.prefix)
+        return cls(etcd=etcd, fence=fence, journal=Journal(etcd, etcd_config.prefix), api=api)
+
+    async def close(self) -> None:
+        await self.fence.stop()
+        await self.api.close()
+        await self.etcd.close()
+
+    def wakeup(self, uid: str) -> asyncio.Event:
+        """The event that wakes the executor of run `uid` (spec changed, signal arrived)."""
+        return self.wakeups.setdefault(uid, asyncio.Event())
+
+    async def patch_status(
+        self, kind: ResourceKind, namespace: str, name: str, status: dict[str, Any]
+    ) -> None:
+        """Merge-patch the status subresource (never the spec: GitOps sees no drift)."""
+        await k8s.CustomObjectsApi(self.api).patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            namespace,
+            kind.plural,
+            name,
+            {"status": status},
+            _content_type="application/merge-patch+json",
+        )
+
+
+async def _kubernetes_client() -> k8s.ApiClient:
+    """A client from the in-cluster service account, else from the kubeconfig."""
+    configuration = k8s.Configuration()
+    try:
+        k8s_config.load_incluster_config(client_configuration=configuration)
+    except k8s_config.ConfigException:
+        await k8s_config.load_kube_config(client_configuration=configuration)
+    return k8s.ApiClient(configuration)

@@ -1,0 +1,48 @@
+"""Operator-wide setup: kopf settings, the etcd connection, the fence."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from kurable.store.journal import EtcdConfig
+
+from ._runtime import Runtime
+
+FINALIZER = "kurable.dev/finalizer"
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Keep kopf's bookkeeping in status and its watches healthy; connect to etcd."""
+    # Large specs would overflow the last-handled-configuration annotation (256 KiB
+    # for all annotations together); status has room and is declared in the CRDs.
+    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.diff")
+    settings.persistence.progress_storage = kopf.StatusProgressStorage(
+        field="status.kopf.progress"
+    )
+    settings.persistence.finalizer = FINALIZER
+    # Watches that hang silently are the most common way operators stop reacting:
+    # let the server end each watch regularly, and never wait forever on a socket.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.posting.level = logging.INFO
+    settings.execution.max_workers = 4
+    logging.getLogger("kopf.objects").addFilter(_quiet_wakeups)
+    config = EtcdConfig.from_env()
+    memo["runtime"] = await Runtime.open(config, lease_ttl=int(memo.get("lease_ttl", 10)))
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    runtime: Runtime | None = memo.get("runtime")
+    if runtime is not None:
+        await runtime.close()
+
+
+def _quiet_wakeups(record: logging.LogRecord) -> bool:
+    """Drop kopf's per-event success line of the `wake` handler (one per watch event)."""
+    return "Handler 'wake' succeeded" not in record.getMessage()

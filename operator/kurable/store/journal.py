@@ -1,0 +1,178 @@
+"""The workflow journal in etcd, with the fencing that makes a stale executor harmless.
+
+Commit protocol (DESIGN.md): the executor holds the run's `owner` key, attached to
+its etcd lease; a record is appended by one transaction that succeeds only if the
+record's slot is still empty *and* the owner key still names this executor. A paused
+or partitioned executor whose lease expired finds its commits refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import aetcd
+
+from kurable.engine.journal import Record
+
+from . import keys
+
+log = logging.getLogger(__name__)
+
+
+class Fenced(Exception):
+    """This executor no longer holds the run; another one (or nobody) does."""
+
+
+class SlotTaken(Exception):
+    """The record's slot was written meanwhile: reload the journal and decide again."""
+
+
+@dataclass(frozen=True)
+class EtcdConfig:
+    """Where the operator's etcd is and which prefix is ours."""
+
+    endpoints: str = "127.0.0.1:2379"
+    """Comma-separated host:port (or http://host:port) list; the first reachable is used."""
+    prefix: str = keys.DEFAULT_PREFIX
+
+    @classmethod
+    def from_env(cls) -> EtcdConfig:
+        """KURABLE_ETCD_ENDPOINTS and KURABLE_ETCD_PREFIX, with the defaults above."""
+        return cls(
+            endpoints=os.environ.get("KURABLE_ETCD_ENDPOINTS", cls.endpoints),
+            prefix=keys.normalize_prefix(os.environ.get("KURABLE_ETCD_PREFIX", cls.prefix)),
+        )
+
+    def first_endpoint(self) -> tuple[str, int]:
+        first = self.endpoints.split(",")[0].strip()
+        first = first.split("://", 1)[-1].rstrip("/")
+        host, _, port = first.rpartition(":")
+        return host or "127.0.0.1", int(port or 2379)
+
+
+async def connect(config: EtcdConfig, timeout: float = 10.0) -> aetcd.Client:
+    """An open etcd client (the connection is checked with one request)."""
+    host, port = config.first_endpoint()
+    client = aetcd.Client(host=host, port=port, timeout=timeout)
+    await client.connect()
+    await client.status()
+    return client
+
+
+class Fence:
+    """This executor's claim on runs: an etcd lease renewed while the process is alive."""
+
+    def __init__(self, client: aetcd.Client, prefix: str, ttl: int = 10) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.ttl = ttl
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._lease: Any = None
+        self._keepalive: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Grant the lease, announce the executor, and keep the lease alive."""
+        await self._grant()
+        self._keepalive = asyncio.create_task(self._keep_alive(), name="kurable-fence")
+
+    async def stop(self) -> None:
+        """Stop renewing and revoke: every claim of this executor ends at once."""
+        if self._keepalive:
+            self._keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keepalive
+        if self._lease is not None:
+            with contextlib.suppress(Exception):
+                await self._lease.revoke()
+
+    async def _grant(self) -> None:
+        self._lease = await self.client.lease(self.ttl)
+        await self.client.put(
+            keys.executor(self.prefix, self.id).encode(), b"alive", lease=self._lease
+        )
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            try:
+                reply = await self._lease.refresh()
+                if reply is None or reply.TTL <= 0:
+                    # Expired (e.g. the process was paused): claims are gone; start over.
+                    log.warning("executor lease expired; claims lost, granting a new lease")
+                    await self._grant()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # etcd unreachable: keep trying, the lease may survive
+                log.warning("could not renew executor lease: %s", e)
+
+    async def claim(self, uid: str) -> str | None:
+        """Take the run `uid`; return None when taken, else the holder's id."""
+        owner = keys.owner(self.prefix, uid).encode()
+        tx = self.client.transactions
+        ok, _ = await self.client.transaction(
+            compare=[tx.create(owner) == 0],
+            success=[tx.put(owner, self.id.encode(), lease=self._lease)],
+            failure=[tx.get(owner)],
+        )
+        if ok:
+            return None
+        current = await self.client.get(owner)
+        holder = current.value.decode() if current else ""
+        if holder == self.id:
+            return None
+        return holder or "(released meanwhile)"
+
+    async def release(self, uid: str) -> None:
+        """Give the run up (only if this executor still holds it)."""
+        owner = keys.owner(self.prefix, uid).encode()
+        tx = self.client.transactions
+        await self.client.transaction(
+            compare=[tx.value(owner) == self.id.encode()], success=[tx.delete(owner)], failure=[]
+        )
+
+
+class Journal:
+    """Reading and appending journal records of runs."""
+
+    def __init__(self, client: aetcd.Client, prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+
+    async def load(self, uid: str) -> tuple[list[Record], int]:
+        """All records of a run, in order, and the etcd revision they were read at."""
+        result = await self.client.get_prefix(
+            keys.journal(self.prefix, uid).encode(), sort_order="ascend", sort_target="key"
+        )
+        records = [Record.from_json(json.loads(kv.value)) for kv in result]
+        return records, int(result.header.revision)
+
+    async def append(self, uid: str, record: Record, fence: Fence) -> int:
+        """Commit `record` if its slot is empty and `fence` holds the run; return the revision."""
+        slot = keys.journal_record(self.prefix, uid, record.seq).encode()
+        owner = keys.owner(self.prefix, uid).encode()
+        tx = self.client.transactions
+        payload = json.dumps(record.to_json(), separators=(",", ":")).encode()
+        ok, responses = await self.client.transaction(
+            compare=[tx.create(slot) == 0, tx.value(owner) == fence.id.encode()],
+            success=[tx.put(slot, payload)],
+            failure=[],
+        )
+        if ok:
+            return int(responses[0].response_put.header.revision)
+        current = await self.client.get(owner)
+        if current is None or current.value.decode() != fence.id:
+            raise Fenced(f"run {uid} is no longer held by {fence.id}")
+        raise SlotTaken(f"journal slot {record.seq} of run {uid} is taken")
+
+    async def forget(self, uid: str) -> int:
+        """Delete everything of a run; return how many keys went."""
+        result = await self.client.delete_prefix(keys.workflow(self.prefix, uid).encode())
+        return int(getattr(result, "deleted", 0))
