@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
     op.add_argument("--lease-ttl", type=int, default=10,
                     help="seconds the executor's etcd lease outlives a silent operator")
+    op.add_argument("--executor-id",
+                    help="a name at most one live operator holds, e.g. the pod name "
+                    "($KURABLE_EXECUTOR_ID); a restart under the same name resumes runs at once")
     op.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     op.set_defaults(func=_operator.run)
 

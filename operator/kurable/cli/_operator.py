@@ -13,6 +13,8 @@ def run(args: argparse.Namespace) -> int:
     # The etcd settings travel as environment, the one place the handlers read them.
     if args.etcd_endpoints:
         os.environ["KURABLE_ETCD_ENDPOINTS"] = args.etcd_endpoints
+    if args.executor_id:
+        os.environ["KURABLE_EXECUTOR_ID"] = args.executor_id
     if args.etcd_prefix:
         os.environ["KURABLE_ETCD_PREFIX"] = args.etcd_prefix
     kopf.configure(verbose=args.verbose)

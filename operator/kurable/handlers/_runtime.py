@@ -28,9 +28,11 @@ class Runtime:
     wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
 
     @classmethod
-    async def open(cls, etcd_config: EtcdConfig, lease_ttl: int = 10) -> Runtime:
+    async def open(
+        cls, etcd_config: EtcdConfig, lease_ttl: int = 10, executor: str | None = None
+    ) -> Runtime:
         etcd = await connect(etcd_config)
-        fence = Fence(etcd, etcd_config.prefix, ttl=lease_ttl)
+        fence = Fence(etcd, etcd_config.prefix, ttl=lease_ttl, executor=executor)
         await fence.start()
         api = await _kubernetes_client()
         log.info("executor %s on etcd %s prefix %s", fence.id, etcd_config.endpoints,

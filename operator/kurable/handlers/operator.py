@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import kopf
@@ -33,7 +34,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.execution.max_workers = 4
     logging.getLogger("kopf.objects").addFilter(_quiet_wakeups)
     config = EtcdConfig.from_env()
-    memo["runtime"] = await Runtime.open(config, lease_ttl=int(memo.get("lease_ttl", 10)))
+    memo["runtime"] = await Runtime.open(
+        config,
+        lease_ttl=int(memo.get("lease_ttl", 10)),
+        executor=os.environ.get("KURABLE_EXECUTOR_ID") or None,
+    )
 
 
 @kopf.on.cleanup()

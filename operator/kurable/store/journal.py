@@ -70,11 +70,17 @@ async def connect(config: EtcdConfig, timeout: float = 10.0) -> aetcd.Client:
 class Fence:
     """This executor's claim on runs: an etcd lease renewed while the process is alive."""
 
-    def __init__(self, client: aetcd.Client, prefix: str, ttl: int = 10) -> None:
+    def __init__(
+        self, client: aetcd.Client, prefix: str, ttl: int = 10, executor: str | None = None
+    ) -> None:
         self.client = client
         self.prefix = prefix
         self.ttl = ttl
-        self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        # `executor` names a slot that at most one live process holds (in Kubernetes:
+        # the pod name). A new incarnation in the same slot (the container restarted)
+        # takes the runs over at once instead of waiting for the dead one's lease.
+        self.executor = executor or f"{socket.gethostname()}-{os.getpid()}"
+        self.id = f"{self.executor}/{uuid.uuid4().hex[:8]}"
         self._lease: Any = None
         self._keepalive: asyncio.Task[None] | None = None
 
@@ -128,6 +134,16 @@ class Fence:
         holder = current.value.decode() if current else ""
         if holder == self.id:
             return None
+        if holder.rpartition("/")[0] == self.executor:
+            # A previous incarnation of this executor: it is gone, take over.
+            ok, _ = await self.client.transaction(
+                compare=[tx.value(owner) == holder.encode()],
+                success=[tx.put(owner, self.id.encode(), lease=self._lease)],
+                failure=[],
+            )
+            if ok:
+                log.info("took run %s over from previous incarnation %s", uid, holder)
+                return None
         return holder or "(released meanwhile)"
 
     async def release(self, uid: str) -> None:

@@ -1,0 +1,97 @@
+"""Integration fixtures: the real control plane (kurable.testing) plus a real operator."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+
+from kurable.engine.journal import Record
+from kurable.testing import ControlPlane, OperatorProcess
+
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="session")
+def operator(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """One operator per test process, watching the `test-*` namespaces."""
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    process = OperatorProcess(control_plane.env(), log, namespaces=["test-*"])
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def apply(cp: ControlPlane, namespace: str, manifest: str | dict[str, Any] | Path) -> str:
+    """`kubectl apply` a manifest (YAML text, a dict, or a file) into `namespace`."""
+    if isinstance(manifest, Path):
+        text = manifest.read_text()
+    elif isinstance(manifest, dict):
+        text = yaml.safe_dump(manifest)
+    else:
+        text = manifest
+    return cp.kubectl("apply", "-n", namespace, "-f", "-", input=text).stdout
+
+
+def refused(cp: ControlPlane, namespace: str, manifest: str) -> str:
+    """Apply a manifest that must be refused; return the API server's message."""
+    result = cp.kubectl("apply", "-n", namespace, "-f", "-", input=manifest, check=False)
+    assert result.returncode != 0, f"the API server accepted:\n{manifest}"
+    return result.stderr
+
+
+def get(cp: ControlPlane, namespace: str, ref: str) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(cp.kubectl("get", "-n", namespace, ref, "-o", "json").stdout)
+    return out
+
+
+def eventually(
+    probe: Callable[[], T], until: Callable[[T], bool], timeout: float = 60.0, what: str = ""
+) -> T:
+    """Poll `probe` until `until(value)`; fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    value = probe()
+    while not until(value):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; last: {value}")
+        time.sleep(0.2)
+        value = probe()
+    return value
+
+
+def wait_phase(
+    cp: ControlPlane, namespace: str, name: str, phases: tuple[str, ...], timeout: float = 60.0
+) -> dict[str, Any]:
+    """Wait until workflow `name` is in one of `phases`; return it."""
+    return eventually(
+        lambda: get(cp, namespace, f"workflow/{name}"),
+        lambda wf: (wf.get("status") or {}).get("phase") in phases,
+        timeout,
+        f"workflow/{name} to reach {phases}",
+    )
+
+
+def journal(cp: ControlPlane, uid: str, prefix: str = "/kurable/") -> list[Record]:
+    """The run's journal, read straight from etcd."""
+    import asyncio
+
+    from kurable.store.journal import EtcdConfig, Journal, connect
+
+    async def load() -> list[Record]:
+        etcd = await connect(EtcdConfig(endpoints=cp.etcd_endpoint, prefix=prefix))
+        try:
+            records, _ = await Journal(etcd, prefix).load(uid)
+            return records
+        finally:
+            await etcd.close()
+
+    return asyncio.run(load())

@@ -1,0 +1,195 @@
+"""A Workflow runs on the real control plane, journaled in etcd, observable with kubectl."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from kurable.testing import ControlPlane, OperatorProcess
+from tests.conftest import ROOT
+
+from .conftest import apply, eventually, get, journal, wait_phase
+
+HELLO = ROOT / "examples" / "hello" / "workflow.yaml"
+
+
+def test_hello_example_succeeds_and_kubectl_wait_returns(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    apply(control_plane, namespace, HELLO)
+    waited = control_plane.kubectl(
+        "wait", "-n", namespace, "--for=condition=Succeeded", "workflow/hello", "--timeout=60s"
+    )
+    assert "condition met" in waited.stdout
+
+    wf = get(control_plane, namespace, "workflow/hello")
+    status = wf["status"]
+    assert status["phase"] == "Succeeded"
+    assert status["output"] == {"summary": "Hello, Kurable! (big)", "count": 3}
+    assert [s["name"] for s in status["steps"]] == ["greet", "nap", "summarize"]
+    assert all(s["phase"] == "Succeeded" and s["attempts"] == 1 for s in status["steps"])
+    assert status["observedGeneration"] == wf["metadata"]["generation"]
+    assert status["stepsCompleted"] == 3
+
+    records = journal(control_plane, wf["metadata"]["uid"])
+    assert [r.type for r in records] == [
+        "WorkflowStarted", "StepCompleted", "StepStarted", "StepCompleted", "StepCompleted",
+        "WorkflowFinished",
+    ]
+    assert status["journal"]["records"] == len(records)
+
+
+def test_printer_columns_show_phase_step_and_age(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    apply(control_plane, namespace, HELLO)
+    wait_phase(control_plane, namespace, "hello", ("Succeeded",))
+    table = control_plane.kubectl("get", "-n", namespace, "workflows").stdout
+    header, row = table.splitlines()[:2]
+    assert header.split()[:4] == ["NAME", "PHASE", "STEP", "DONE"]
+    assert header.split()[-1] == "AGE"
+    assert row.split()[:2] == ["hello", "Succeeded"]
+    short = control_plane.kubectl("get", "-n", namespace, "wf").stdout
+    assert "hello" in short
+
+
+def test_sleep_shows_waiting_step_and_wake_time(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    apply(control_plane, namespace, HELLO)
+    wf = eventually(
+        lambda: get(control_plane, namespace, "workflow/hello"),
+        lambda w: (w.get("status") or {}).get("currentStep") == "nap",
+        30,
+        "the nap step",
+    )
+    nap = next(s for s in wf["status"]["steps"] if s["name"] == "nap")
+    assert nap["phase"] == "Waiting" and nap["wakeAt"]
+    assert wf["status"]["phase"] == "Running"
+    assert wf["status"]["message"].startswith("sleeping until")
+
+
+def test_expression_syntax_error_marks_the_run_invalid_naming_step_and_field(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    apply(
+        control_plane,
+        namespace,
+        {
+            "apiVersion": "kurable.dev/v1alpha1",
+            "kind": "Workflow",
+            "metadata": {"name": "typo"},
+            "spec": {"steps": [{"name": "calc", "set": {"total": "${ 1 + }"}}]},
+        },
+    )
+    wf = wait_phase(control_plane, namespace, "typo", ("Invalid",))
+    assert "spec.steps[calc].set.total" in wf["status"]["message"]
+    assert "syntax error" in wf["status"]["message"]
+    succeeded = {c["type"]: c for c in wf["status"]["conditions"]}["Succeeded"]
+    assert (succeeded["status"], succeeded["reason"]) == ("False", "Invalid")
+    events = control_plane.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", "reason=Invalid"
+    ).stdout
+    assert "typo" in events
+
+
+def test_a_failing_expression_fails_the_run_with_its_message(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    apply(
+        control_plane,
+        namespace,
+        {
+            "apiVersion": "kurable.dev/v1alpha1",
+            "kind": "Workflow",
+            "metadata": {"name": "divide"},
+            "spec": {
+                "input": {"d": 0},
+                "steps": [{"name": "div", "set": {"q": "${ 10 / input.d }"}}],
+            },
+        },
+    )
+    wf = wait_phase(control_plane, namespace, "divide", ("Failed",))
+    assert wf["status"]["error"]["step"] == "div"
+    assert "divide by zero" in wf["status"]["message"]
+
+
+def test_suspend_pauses_before_the_next_step_and_resume_continues(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    apply(
+        control_plane,
+        namespace,
+        {
+            "apiVersion": "kurable.dev/v1alpha1",
+            "kind": "Workflow",
+            "metadata": {"name": "paused"},
+            "spec": {
+                "suspend": True,
+                "steps": [{"name": "a", "set": {"x": 1}}, {"name": "b", "set": {"y": 2}}],
+            },
+        },
+    )
+    wf = wait_phase(control_plane, namespace, "paused", ("Suspended",))
+    assert wf["status"]["steps"] == []
+    assert {c["type"]: c for c in wf["status"]["conditions"]}["Suspended"]["status"] == "True"
+    control_plane.kubectl(
+        "patch", "-n", namespace, "workflow/paused", "--type=merge",
+        "-p", '{"spec":{"suspend":false}}',
+    )
+    wf = wait_phase(control_plane, namespace, "paused", ("Succeeded",))
+    assert [s["name"] for s in wf["status"]["steps"]] == ["a", "b"]
+
+
+def test_deleting_a_workflow_removes_its_journal(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    apply(control_plane, namespace, HELLO)
+    wf = wait_phase(control_plane, namespace, "hello", ("Succeeded",))
+    uid = wf["metadata"]["uid"]
+    assert journal(control_plane, uid)
+    control_plane.kubectl("delete", "-n", namespace, "workflow/hello", "--timeout=30s")
+    assert journal(control_plane, uid) == []
+
+
+def test_large_spec_keeps_kopf_bookkeeping_out_of_annotations(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    # 300 KiB of spec: more than all annotations together may hold (256 KiB).
+    blob = "x" * (300 * 1024)
+    manifest = {
+        "apiVersion": "kurable.dev/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": "large"},
+        "spec": {"input": {"blob": blob}, "steps": [{"name": "count", "set": {"length": "${ size(input.blob) }"}}],
+        },
+    }
+    import yaml
+
+    control_plane.kubectl("create", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest))
+    wf = wait_phase(control_plane, namespace, "large", ("Succeeded",))
+    assert wf["status"]["steps"][0]["output"] == {"length": len(blob)}
+    annotations = wf["metadata"].get("annotations") or {}
+    assert not [k for k in annotations if "kopf" in k], annotations
+
+
+def test_history_command_prints_the_journal(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    apply(control_plane, namespace, HELLO)
+    wait_phase(control_plane, namespace, "hello", ("Succeeded",))
+    result = subprocess.run(
+        [sys.executable, "-m", "kurable", "history", "workflow/hello", "-n", namespace],
+        env={**os.environ, **control_plane.env()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = result.stdout.splitlines()
+    assert "RECORD" in lines[0]
+    assert [line.split()[2] for line in lines[1:]] == [
+        "WorkflowStarted", "StepCompleted", "StepStarted", "StepCompleted", "StepCompleted",
+        "WorkflowFinished",
+    ]
