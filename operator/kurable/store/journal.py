@@ -79,7 +79,8 @@ class Fence:
         # `executor` names a slot that at most one live process holds (in Kubernetes:
         # the pod name). A new incarnation in the same slot (the container restarted)
         # takes the runs over at once instead of waiting for the dead one's lease.
-        self.executor = executor or f"{socket.gethostname()}-{os.getpid()}"
+        # Without a name every Fence is its own slot and waits for leases to expire.
+        self.executor = executor or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
         self.id = f"{self.executor}/{uuid.uuid4().hex[:8]}"
         self._lease: Any = None
         self._keepalive: asyncio.Task[None] | None = None

@@ -1,0 +1,91 @@
+"""kill -9 of the operator mid-run: nothing committed runs again, timers keep their deadline."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import pytest
+from kubernetes import client
+
+from kurable.engine.journal import parse_time
+from kurable.testing import ControlPlane, OperatorProcess
+
+from .conftest import apply, eventually, get, journal, wait_phase
+
+pytestmark = pytest.mark.slow
+
+
+def test_sigkill_during_sleep_resumes_without_repeating_steps(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Its own namespace, etcd prefix and operator, so that killing it harms no other test.
+    namespace = f"crash-{secrets.token_hex(4)}"
+    prefix = f"/kurable-{namespace}/"
+    with control_plane.api_client() as api:
+        client.CoreV1Api(api).create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace))
+        )
+    log = tmp_path_factory.mktemp("crash") / "operator.log"
+    # The same executor id for both processes: a container restarted in its pod.
+    def operator() -> OperatorProcess:
+        return OperatorProcess(
+            control_plane.env(), log, namespaces=[namespace], etcd_prefix=prefix,
+            extra_args=["--executor-id", "crash-test"],
+        )
+
+    first = operator().start()
+    try:
+        apply(
+            control_plane,
+            namespace,
+            {
+                "apiVersion": "kurable.dev/v1alpha1",
+                "kind": "Workflow",
+                "metadata": {"name": "survivor"},
+                "spec": {
+                    "steps": [
+                        {"name": "first", "set": {"token": "${ workflow.uid + '-once' }"}},
+                        {"name": "nap", "sleep": {"duration": "5s"}},
+                        {"name": "last", "set": {"seen": "${ vars.token }"}},
+                    ]
+                },
+            },
+        )
+        wf = eventually(
+            lambda: get(control_plane, namespace, "workflow/survivor"),
+            lambda w: (w.get("status") or {}).get("currentStep") == "nap",
+            30,
+            "the run to be sleeping",
+        )
+        time.sleep(1.0)
+        first.kill()
+        killed_at = time.time()
+    finally:
+        first.stop()
+    uid = wf["metadata"]["uid"]
+    before = journal(control_plane, uid, prefix)
+    wake_at = parse_time(next(r for r in before if r.type == "StepStarted").data["wakeAt"])
+    assert killed_at < wake_at.timestamp(), "the kill must land during the sleep"
+
+    time.sleep(1.0)
+    with operator() as second:
+        wf = wait_phase(control_plane, namespace, "survivor", ("Succeeded",), timeout=60)
+        after = journal(control_plane, uid, prefix)
+    assert second.process is not None
+
+    # Nothing committed before the crash was rewritten or repeated.
+    assert after[: len(before)] == before
+    first_steps = [r for r in after if r.step == "first"]
+    assert [r.type for r in first_steps] == ["StepCompleted"], first_steps
+    naps = [r for r in after if r.step == "nap"]
+    assert [r.type for r in naps] == ["StepStarted", "StepCompleted"]
+    # Different incarnations committed before and after the crash.
+    assert first_steps[0].executor != naps[1].executor
+    assert first_steps[0].executor.startswith("crash-test/")
+    # The timer kept its deadline: it ended near the original wake-up time,
+    # not 5 s after the restart.
+    woke = parse_time(naps[1].at)
+    lateness = (woke - wake_at).total_seconds()
+    assert 0 <= lateness < 2.0, f"the sleep ended {lateness:.2f}s after its deadline"
+    assert wf["status"]["steps"][-1]["output"] == {"seen": f"{uid}-once"}
