@@ -30,8 +30,8 @@ crds: $(STAMP)
 	$(BIN)/kurable crds --output crds
 
 lint: $(STAMP)
-	$(BIN)/ruff check operator tests bench
-	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/ruff check operator tests hack bench
+	$(BIN)/ruff format --check operator tests hack bench
 	$(BIN)/mypy
 
 # Everything: unit tests, integration tests on the real control plane, crash tests.

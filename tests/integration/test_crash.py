@@ -27,10 +27,14 @@ def test_sigkill_during_sleep_resumes_without_repeating_steps(
             client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace))
         )
     log = tmp_path_factory.mktemp("crash") / "operator.log"
+
     # The same executor id for both processes: a container restarted in its pod.
     def operator() -> OperatorProcess:
         return OperatorProcess(
-            control_plane.env(), log, namespaces=[namespace], etcd_prefix=prefix,
+            control_plane.env(),
+            log,
+            namespaces=[namespace],
+            etcd_prefix=prefix,
             extra_args=["--executor-id", "crash-test"],
         )
 

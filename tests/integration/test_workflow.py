@@ -34,7 +34,11 @@ def test_hello_example_succeeds_and_kubectl_wait_returns(
 
     records = journal(control_plane, wf["metadata"]["uid"])
     assert [r.type for r in records] == [
-        "WorkflowStarted", "StepCompleted", "StepStarted", "StepCompleted", "StepCompleted",
+        "WorkflowStarted",
+        "StepCompleted",
+        "StepStarted",
+        "StepCompleted",
+        "StepCompleted",
         "WorkflowFinished",
     ]
     assert status["journal"]["records"] == len(records)
@@ -135,8 +139,13 @@ def test_suspend_pauses_before_the_next_step_and_resume_continues(
     assert wf["status"]["steps"] == []
     assert {c["type"]: c for c in wf["status"]["conditions"]}["Suspended"]["status"] == "True"
     control_plane.kubectl(
-        "patch", "-n", namespace, "workflow/paused", "--type=merge",
-        "-p", '{"spec":{"suspend":false}}',
+        "patch",
+        "-n",
+        namespace,
+        "workflow/paused",
+        "--type=merge",
+        "-p",
+        '{"spec":{"suspend":false}}',
     )
     wf = wait_phase(control_plane, namespace, "paused", ("Succeeded",))
     assert [s["name"] for s in wf["status"]["steps"]] == ["a", "b"]
@@ -162,7 +171,9 @@ def test_large_spec_keeps_kopf_bookkeeping_out_of_annotations(
         "apiVersion": "kurable.dev/v1alpha1",
         "kind": "Workflow",
         "metadata": {"name": "large"},
-        "spec": {"input": {"blob": blob}, "steps": [{"name": "count", "set": {"length": "${ size(input.blob) }"}}],
+        "spec": {
+            "input": {"blob": blob},
+            "steps": [{"name": "count", "set": {"length": "${ size(input.blob) }"}}],
         },
     }
     import yaml
@@ -190,6 +201,10 @@ def test_history_command_prints_the_journal(
     lines = result.stdout.splitlines()
     assert "RECORD" in lines[0]
     assert [line.split()[2] for line in lines[1:]] == [
-        "WorkflowStarted", "StepCompleted", "StepStarted", "StepCompleted", "StepCompleted",
+        "WorkflowStarted",
+        "StepCompleted",
+        "StepStarted",
+        "StepCompleted",
+        "StepCompleted",
         "WorkflowFinished",
     ]

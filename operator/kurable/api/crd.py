@@ -37,7 +37,7 @@ def _convert(node: Any, defs: dict[str, Any], stack: tuple[str, ...]) -> dict[st
         name = node.pop("$ref").rsplit("/", 1)[-1]
         if name in stack:
             raise ValueError(f"recursive model {name}: CRD schemas cannot recurse; use JSONObject")
-        target = _convert(defs[name], defs, stack + (name,))
+        target = _convert(defs[name], defs, (*stack, name))
         # Keywords next to a $ref (description, CEL rules) refine the referenced schema.
         return _merge(target, _convert(node, defs, stack))
 
@@ -153,9 +153,7 @@ def crd(kind: ResourceKind) -> dict[str, Any]:
 
 def render(kind: ResourceKind) -> str:
     """The CRD of `kind` as the YAML file committed under `crds/`."""
-    header = (
-        "# Generated from the pydantic models in kurable/api by `make crds`. Do not edit.\n"
-    )
+    header = "# Generated from the pydantic models in kurable/api by `make crds`. Do not edit.\n"
     return header + yaml.safe_dump(crd(kind), sort_keys=False, width=100)
 
 

@@ -16,30 +16,48 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     op = sub.add_parser("operator", help="run the operator against the current kubeconfig")
-    op.add_argument("--namespace", "-n", action="append", default=[],
-                    help="watch only this namespace (glob patterns allowed; repeatable)")
+    op.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        help="watch only this namespace (glob patterns allowed; repeatable)",
+    )
     op.add_argument("--etcd-endpoints", help="host:port[,host:port] ($KURABLE_ETCD_ENDPOINTS)")
     op.add_argument("--etcd-prefix", help="key prefix in etcd ($KURABLE_ETCD_PREFIX, /kurable/)")
-    op.add_argument("--liveness", metavar="URL",
-                    help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
-    op.add_argument("--lease-ttl", type=int, default=10,
-                    help="seconds the executor's etcd lease outlives a silent operator")
-    op.add_argument("--executor-id",
-                    help="a name at most one live operator holds, e.g. the pod name "
-                    "($KURABLE_EXECUTOR_ID); a restart under the same name resumes runs at once")
+    op.add_argument(
+        "--liveness", metavar="URL", help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz"
+    )
+    op.add_argument(
+        "--lease-ttl",
+        type=int,
+        default=10,
+        help="seconds the executor's etcd lease outlives a silent operator",
+    )
+    op.add_argument(
+        "--executor-id",
+        help="a name at most one live operator holds, e.g. the pod name "
+        "($KURABLE_EXECUTOR_ID); a restart under the same name resumes runs at once",
+    )
     op.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     op.set_defaults(func=_operator.run)
 
     dev = sub.add_parser("dev", help="a local control plane plus the operator, in the foreground")
-    dev.add_argument("--state-dir", default=".kurable/dev",
-                     help="where certificates, etcd data, kubeconfig and logs live")
+    dev.add_argument(
+        "--state-dir",
+        default=".kurable/dev",
+        help="where certificates, etcd data, kubeconfig and logs live",
+    )
     dev.add_argument("--no-operator", action="store_true", help="start only the control plane")
     dev.set_defaults(func=_dev.run)
 
     crds = sub.add_parser("crds", help="write the CRDs generated from the API models")
     crds.add_argument("--output", "-o", default="crds", help="directory to write into")
-    crds.add_argument("--check", action="store_true",
-                      help="write nothing; fail if the directory differs from the models")
+    crds.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; fail if the directory differs from the models",
+    )
     crds.set_defaults(func=_inspect.crds)
 
     history = sub.add_parser("history", help="print a run's whole journal from etcd")

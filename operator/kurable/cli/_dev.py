@@ -32,12 +32,13 @@ def run(args: argparse.Namespace) -> int:
         operator = None
         if not args.no_operator:
             operator = OperatorProcess(env, state_dir / "operator.log").start()
+        operator_note = f"log in {operator.log_path}" if operator else "not started (--no-operator)"
         print(
             "\nKurable dev cluster is up.\n"
             f"  API server:   {plane.server}\n"
             f"  etcd:         {plane.etcd_endpoint} (operator prefix /kurable/)\n"
             f"  kubeconfig:   {plane.kubeconfig}\n"
-            f"  operator:     {'log in ' + str(state_dir / 'operator.log') if operator else 'not started (--no-operator)'}\n"
+            f"  operator:     {operator_note}\n"
             "\nIn another shell:\n"
             f"  source {env_file}\n"
             "  kubectl apply -f examples/hello/workflow.yaml\n"

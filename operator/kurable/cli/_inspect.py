@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -60,6 +61,9 @@ def watch(args: argparse.Namespace) -> int:
     phase = None
     while time.monotonic() < deadline:
         status = _get_workflow(args.ref, args.namespace).get("status") or {}
+        if status.get("phase") != phase and status.get("phase") not in TERMINAL_PHASES:
+            phase = status.get("phase")
+            print(f"{args.ref}: {phase}", flush=True)
         for step in status.get("steps") or []:
             key = (step.get("phase"), step.get("attempts"))
             if seen.get(step["name"]) != key:
@@ -72,10 +76,9 @@ def watch(args: argparse.Namespace) -> int:
                 elif step.get("message"):
                     extra = f"  {step['message']}"
                 print(f"  step {step['name']:<16} {step.get('phase'):<10}{extra}", flush=True)
-        if status.get("phase") != phase:
-            phase = status.get("phase")
+        if status.get("phase") in TERMINAL_PHASES:
+            phase = status["phase"]
             print(f"{args.ref}: {phase}", flush=True)
-        if phase in TERMINAL_PHASES:
             if status.get("output") is not None:
                 print(f"output: {json.dumps(status['output'])}")
             if status.get("message"):
@@ -101,15 +104,19 @@ def _get_workflow(ref: str, namespace: str | None) -> dict[str, Any]:
         raise UserError(f"expected workflow/NAME, got {ref!r}")
     from kubernetes import client, config
 
+    # The client reads $KUBECONFIG when it is imported; read it again now.
+    path = os.environ.get("KUBECONFIG")
     try:
-        config.load_kube_config()
-        _, context = config.list_kube_config_contexts()
+        config.load_kube_config(config_file=path)  # type: ignore[no-untyped-call]
+        _, context = config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+            config_file=path
+        )
     except config.ConfigException as e:
         raise UserError(f"no usable kubeconfig: {e}") from None
     namespace = namespace or context.get("context", {}).get("namespace") or "default"
     api = client.CustomObjectsApi()
     try:
-        obj: dict[str, Any] = api.get_namespaced_custom_object(
+        obj: dict[str, Any] = api.get_namespaced_custom_object(  # type: ignore[assignment]
             GROUP, VERSION, namespace, WORKFLOW.plural, name
         )
     except client.ApiException as e:
@@ -122,7 +129,7 @@ def _get_workflow(ref: str, namespace: str | None) -> dict[str, Any]:
 async def _load_journal(uid: str) -> list[Record]:
     config = EtcdConfig.from_env()
     try:
-        etcd = await connect(config, timeout=5)
+        etcd = await connect(config, request_timeout=5)
     except Exception as e:
         raise UserError(
             f"cannot reach etcd at {config.endpoints} (set KURABLE_ETCD_ENDPOINTS): {e}"

@@ -68,9 +68,7 @@ class Flags:
     suspend: bool = False
 
 
-def start_record(
-    definition: WorkflowSpec, input: Any, workflow: dict[str, str]
-) -> Commit:
+def start_record(definition: WorkflowSpec, input: Any, workflow: dict[str, str]) -> Commit:
     """The first record of a run: pins the resolved definition it will run to the end."""
     steps = definition.steps or []
     return Commit(
@@ -166,9 +164,7 @@ def evaluation_context(state: RunState) -> dict[str, Any]:
     return {
         "input": state.input,
         "vars": state.vars,
-        "steps": {
-            name: {"output": s.output, "phase": s.phase} for name, s in state.steps.items()
-        },
+        "steps": {name: {"output": s.output, "phase": s.phase} for name, s in state.steps.items()},
         "workflow": state.workflow,
     }
 

@@ -14,6 +14,9 @@ from typing import Any
 
 import celpy
 from celpy import celtypes
+from celpy.adapter import json_to_cel
+from celpy.celparser import CELParseError
+from celpy.evaluation import CELEvalError
 
 _WHOLE = re.compile(r"^\s*\$\{(?P<expr>.*)\}\s*$", re.DOTALL)
 _ENV = celpy.Environment()
@@ -40,7 +43,7 @@ def compile_expression(source: str) -> celpy.Runner:
     """Compile a CEL program once; raise ExpressionError with the parser's complaint."""
     try:
         return _ENV.program(_ENV.compile(source))
-    except celpy.CELParseError as e:
+    except CELParseError as e:
         raise ExpressionError(source, f"syntax error: {_first_line(str(e))}") from None
     except Exception as e:  # the compiler raises a handful of types for bad programs
         raise ExpressionError(source, f"does not compile: {_first_line(str(e))}") from None
@@ -49,14 +52,14 @@ def compile_expression(source: str) -> celpy.Runner:
 def evaluate(source: str, context: Mapping[str, Any]) -> Any:
     """Evaluate one CEL expression over JSON `context`; return a JSON value."""
     program = compile_expression(source.strip())
-    activation = {k: celpy.json_to_cel(v) for k, v in context.items()}
+    activation = {k: json_to_cel(v) for k, v in context.items()}
     try:
         result = program.evaluate(activation)
-    except celpy.CELEvalError as e:
+    except CELEvalError as e:
         raise ExpressionError(source.strip(), _eval_problem(e)) from None
     except Exception as e:
         raise ExpressionError(source.strip(), f"{type(e).__name__}: {e}") from None
-    if isinstance(result, celpy.CELEvalError):
+    if isinstance(result, CELEvalError):
         raise ExpressionError(source.strip(), _eval_problem(result))
     return to_json(result)
 
@@ -188,7 +191,7 @@ def to_json(value: Any) -> Any:
     return value
 
 
-def _eval_problem(error: celpy.CELEvalError) -> str:
+def _eval_problem(error: CELEvalError) -> str:
     args = error.args
     if len(args) >= 2 and isinstance(args[1], type):
         return f"{args[0]} ({args[1].__name__})"

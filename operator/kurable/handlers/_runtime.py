@@ -35,8 +35,9 @@ class Runtime:
         fence = Fence(etcd, etcd_config.prefix, ttl=lease_ttl, executor=executor)
         await fence.start()
         api = await _kubernetes_client()
-        log.info("executor %s on etcd %s prefix %s", fence.id, etcd_config.endpoints,
-                 etcd_config.prefix)
+        log.info(
+            "executor %s on etcd %s prefix %s", fence.id, etcd_config.endpoints, etcd_config.prefix
+        )
         return cls(etcd=etcd, fence=fence, journal=Journal(etcd, etcd_config.prefix), api=api)
 
     async def close(self) -> None:
@@ -59,7 +60,7 @@ class Runtime:
             kind.plural,
             name,
             {"status": status},
-            _content_type="application/merge-patch+json",
+            _content_type="application/merge-patch+json",  # type: ignore[call-arg]
         )
 
 
@@ -67,7 +68,9 @@ async def _kubernetes_client() -> k8s.ApiClient:
     """A client from the in-cluster service account, else from the kubeconfig."""
     configuration = k8s.Configuration()
     try:
-        k8s_config.load_incluster_config(client_configuration=configuration)
+        k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration
+        )
     except k8s_config.ConfigException:
         await k8s_config.load_kube_config(client_configuration=configuration)
     return k8s.ApiClient(configuration)

@@ -21,9 +21,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Large specs would overflow the last-handled-configuration annotation (256 KiB
     # for all annotations together); status has room and is declared in the CRDs.
     settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.diff")
-    settings.persistence.progress_storage = kopf.StatusProgressStorage(
-        field="status.kopf.progress"
-    )
+    settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
     settings.persistence.finalizer = FINALIZER
     # Watches that hang silently are the most common way operators stop reacting:
     # let the server end each watch regularly, and never wait forever on a socket.

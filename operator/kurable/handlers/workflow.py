@@ -46,15 +46,16 @@ async def execute(
     body: kopf.Body,
     uid: str,
     name: str,
-    namespace: str,
-    memo: kopf.Memo,
-    logger: logging.Logger | kopf.ObjectLogger,
+    namespace: str | None,
+    memo: Any,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
     **_: Any,
 ) -> None:
     """Run a workflow to its end (or until the daemon is stopped)."""
     if body.get("status", {}).get("phase") in TERMINAL_PHASES:
         return  # status is projected from the journal: the journal says finished too
     runtime: Runtime = memo["runtime"]
+    assert namespace is not None, "Workflows are namespaced"
     run = _Run(runtime, body, uid, name, namespace, logger)
     try:
         await run.drive()
@@ -63,7 +64,9 @@ async def execute(
 
 
 @kopf.on.delete(GROUP, VERSION, WORKFLOW.plural)
-async def forget(uid: str, memo: kopf.Memo, logger: kopf.ObjectLogger, **_: Any) -> None:
+async def forget(
+    uid: str, memo: Any, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
+) -> None:
     """Deleting a Workflow removes its journal (the finalizer waits for this)."""
     runtime: Runtime = memo["runtime"]
     deleted = await runtime.journal.forget(uid)
@@ -80,7 +83,7 @@ class _Run:
         uid: str,
         name: str,
         namespace: str,
-        logger: logging.Logger | kopf.ObjectLogger,
+        logger: logging.Logger | logging.LoggerAdapter[Any],
     ) -> None:
         self.runtime = runtime
         self.body = body
@@ -144,8 +147,9 @@ class _Run:
             return await self._invalid(str(e))
         workflow = {"name": self.name, "namespace": self.namespace, "uid": self.uid}
         await self._commit(decide.start_record(definition, definition.input, workflow))
-        self._event("Normal", "Started", f"pinned definition with {len(definition.steps or [])} "
-                    "steps")
+        self._event(
+            "Normal", "Started", f"pinned definition with {len(definition.steps or [])} steps"
+        )
         return True
 
     async def _invalid(self, message: str) -> bool:
@@ -191,9 +195,7 @@ class _Run:
             executor=self.runtime.fence.id,
         )
         try:
-            self.revision = await self.runtime.journal.append(
-                self.uid, record, self.runtime.fence
-            )
+            self.revision = await self.runtime.journal.append(self.uid, record, self.runtime.fence)
         except SlotTaken:
             # Someone else committed this slot; the journal is the truth: read it again.
             await self._reload()
@@ -212,8 +214,9 @@ class _Run:
             elif phase != "Invalid":
                 self._event("Warning", phase, error.get("message", phase))
         elif record.type == "StepFailed":
-            self._event("Warning", "StepFailed",
-                        f"{record.step}: {record.data['error']['message']}")
+            self._event(
+                "Warning", "StepFailed", f"{record.step}: {record.data['error']['message']}"
+            )
 
     async def _publish(self, decision: decide.Decision, force: bool = False) -> None:
         """Patch status from the journal, coalescing while steps commit back to back."""
@@ -235,9 +238,10 @@ class _Run:
         }:
             return
         await self.runtime.patch_status(WORKFLOW, self.namespace, self.name, status)
-        if self.last_status is None or self.last_status.get("phase") != status["phase"]:
-            if status["phase"] in ("Suspended", "Running") and self.last_status is not None:
-                self._event("Normal", status["phase"], status.get("message") or status["phase"])
+        # Terminal phases are announced when their record commits (see _announce).
+        before = (self.last_status or self.body.get("status") or {}).get("phase")
+        if status["phase"] != before and status["phase"] in ("Running", "Suspended"):
+            self._event("Normal", status["phase"], status.get("message") or status["phase"])
         self.last_status = status
         self.last_patch = time.monotonic()
 

@@ -58,10 +58,10 @@ class EtcdConfig:
         return host or "127.0.0.1", int(port or 2379)
 
 
-async def connect(config: EtcdConfig, timeout: float = 10.0) -> aetcd.Client:
+async def connect(config: EtcdConfig, request_timeout: float = 10.0) -> aetcd.Client:
     """An open etcd client (the connection is checked with one request)."""
     host, port = config.first_endpoint()
-    client = aetcd.Client(host=host, port=port, timeout=timeout)
+    client = aetcd.Client(host=host, port=port, timeout=request_timeout)
     await client.connect()
     await client.status()
     return client

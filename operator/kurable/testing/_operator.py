@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -46,8 +47,14 @@ class OperatorProcess:
     def start(self, wait: bool = True) -> OperatorProcess:
         """Start it; with ``wait``, return once its liveness endpoint answers."""
         self.health_port = _free_port()
-        argv = [sys.executable, "-m", "kurable", "operator",
-                "--liveness", f"http://127.0.0.1:{self.health_port}/healthz"]
+        argv = [
+            sys.executable,
+            "-m",
+            "kurable",
+            "operator",
+            "--liveness",
+            f"http://127.0.0.1:{self.health_port}/healthz",
+        ]
         for ns in self.namespaces:
             argv += ["--namespace", ns]
         if self.etcd_prefix:
@@ -107,10 +114,8 @@ class OperatorProcess:
 
     def _signal(self, sig: signal.Signals) -> None:
         if self.process is not None and self.process.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                pass
 
     def __enter__(self) -> OperatorProcess:
         return self.start()

@@ -13,6 +13,7 @@ from kurable.engine import decide
 from kurable.engine.journal import Record, fold, now_rfc3339
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+NOT_SUSPENDED = decide.Flags()
 WORKFLOW = {"name": "w", "namespace": "ns", "uid": "u-1"}
 
 
@@ -29,7 +30,7 @@ def to_record(commit: decide.Commit, seq: int, now: datetime) -> Record:
 def run(
     journal: list[Record],
     now: datetime,
-    flags: decide.Flags = decide.Flags(),
+    flags: decide.Flags = NOT_SUSPENDED,
     max_steps: int = 1000,
 ) -> tuple[list[Record], decide.Decision]:
     """Apply decisions at `now` until the run waits or is done."""

@@ -12,14 +12,26 @@ from kurable.engine.status import RECENT_STEPS, project, shorten
 def _journal(n_steps: int, big: Any = None) -> list[Record]:
     steps = [{"name": f"s{i}", "set": {"v": i}} for i in range(n_steps)]
     records = [
-        Record(0, "WorkflowStarted", "2026-01-01T00:00:00.000Z",
-               data={"definition": {"steps": steps}, "first": "s0"})
+        Record(
+            0,
+            "WorkflowStarted",
+            "2026-01-01T00:00:00.000Z",
+            data={"definition": {"steps": steps}, "first": "s0"},
+        )
     ]
     for i in range(n_steps):
         records.append(
-            Record(i + 1, "StepCompleted", f"2026-01-01T00:00:{i % 60:02d}.000Z", f"s{i}", 1,
-                   {"output": big if big is not None else {"v": i},
-                    "next": f"s{i + 1}" if i + 1 < n_steps else None})
+            Record(
+                i + 1,
+                "StepCompleted",
+                f"2026-01-01T00:00:{i % 60:02d}.000Z",
+                f"s{i}",
+                1,
+                {
+                    "output": big if big is not None else {"v": i},
+                    "next": f"s{i + 1}" if i + 1 < n_steps else None,
+                },
+            )
         )
     return records
 
@@ -43,15 +55,21 @@ def test_large_outputs_are_replaced_by_a_reference() -> None:
 
 def test_succeeded_condition_follows_the_phase_and_keeps_transition_time() -> None:
     journal = _journal(1)
-    running = project(fold(journal), generation=3, decision=None, previous_conditions=None,
-                      now="t1")
+    running = project(
+        fold(journal), generation=3, decision=None, previous_conditions=None, now="t1"
+    )
     assert running["phase"] == "Running"
     succeeded = {c["type"]: c for c in running["conditions"]}["Succeeded"]
     assert succeeded["status"] == "Unknown" and succeeded["observedGeneration"] == 3
 
     journal.append(Record(2, "WorkflowFinished", "t2", data={"phase": "Succeeded"}))
-    done = project(fold(journal), generation=3, decision=decide.Done(),
-                   previous_conditions=running["conditions"], now="t2")
+    done = project(
+        fold(journal),
+        generation=3,
+        decision=decide.Done(),
+        previous_conditions=running["conditions"],
+        now="t2",
+    )
     conditions = {c["type"]: c for c in done["conditions"]}
     assert conditions["Succeeded"]["status"] == "True"
     assert conditions["Succeeded"]["lastTransitionTime"] == "t2"
@@ -59,7 +77,12 @@ def test_succeeded_condition_follows_the_phase_and_keeps_transition_time() -> No
 
 
 def test_suspended_phase_and_condition() -> None:
-    status = project(fold(_journal(2)[:2]), generation=1,
-                     decision=decide.Wait(None, "Suspended"), previous_conditions=None, now="t")
+    status = project(
+        fold(_journal(2)[:2]),
+        generation=1,
+        decision=decide.Wait(None, "Suspended"),
+        previous_conditions=None,
+        now="t",
+    )
     assert status["phase"] == "Suspended"
     assert {c["type"]: c for c in status["conditions"]}["Suspended"]["status"] == "True"

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from ._base import API_VERSION, GROUP, VERSION, Condition, parse_duration
-from ._kinds import ENTITY, ENTITY_TYPE, KINDS, WORKFLOW, WORKFLOW_TEMPLATE, PrinterColumn, ResourceKind
+from ._kinds import (
+    ENTITY,
+    ENTITY_TYPE,
+    KINDS,
+    WORKFLOW,
+    WORKFLOW_TEMPLATE,
+    PrinterColumn,
+    ResourceKind,
+)
 from .entity import EntitySpec, EntityStatus
 from .entitytype import EntityTypeSpec, EntityTypeStatus
 from .workflow import ACTIONS, Step, StepStatus, WorkflowSpec, WorkflowStatus

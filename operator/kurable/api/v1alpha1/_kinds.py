@@ -67,9 +67,7 @@ WORKFLOW = ResourceKind(
     printer_columns=(
         PrinterColumn("Phase", ".status.phase", description="Where the run is"),
         PrinterColumn("Step", ".status.currentStep", description="The step being run"),
-        PrinterColumn(
-            "Done", ".status.stepsCompleted", "integer", "Steps finished", priority=0
-        ),
+        PrinterColumn("Done", ".status.stepsCompleted", "integer", "Steps finished", priority=0),
         PrinterColumn("Message", ".status.message", priority=1),
         AGE,
     ),
@@ -81,7 +79,9 @@ WORKFLOW_TEMPLATE = ResourceKind(
     short_names=("wft",),
     spec=WorkflowTemplateSpec,
     status=WorkflowTemplateStatus,
-    description="A reusable definition of a workflow; each run pins the generation it started with.",
+    description=(
+        "A reusable definition of a workflow; each run pins the generation it started with."
+    ),
     printer_columns=(
         PrinterColumn("Phase", ".status.phase"),
         PrinterColumn("Message", ".status.message", priority=1),
@@ -109,7 +109,9 @@ ENTITY = ResourceKind(
     short_names=("ent",),
     spec=EntitySpec,
     status=EntityStatus,
-    description="One durable stateful object; its state changes only through exactly-once commands.",
+    description=(
+        "One durable stateful object; its state changes only through exactly-once commands."
+    ),
     printer_columns=(
         PrinterColumn("Type", ".spec.type"),
         PrinterColumn("Phase", ".status.phase"),

@@ -30,7 +30,7 @@ class EventSpec(Model):
 
 
 class HttpHandler(Model):
-    """A service that decides a command: gets `{state, command, input}`, answers `{events, reply}`."""
+    """A service deciding a command: gets `{state, command, input}`, answers `{events, reply}`."""
 
     url: Annotated[str, Field(min_length=1, max_length=2048)]
     """The handler's URL."""
@@ -100,5 +100,3 @@ class EntityTypeStatus(Model):
     """Ready."""
     kopf: JSONObject | None = None
     """The framework's own bookkeeping (kopf)."""
-
-

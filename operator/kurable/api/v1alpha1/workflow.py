@@ -163,7 +163,10 @@ class Parallel(Model):
         list[Branch],
         Field(
             min_length=1,
-            json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+            json_schema_extra={
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["name"],
+            },
         ),
     ]
     """The branches."""
@@ -310,9 +313,7 @@ class WorkflowSpec(Model):
     }
 
 
-Phase = Literal[
-    "Pending", "Running", "Suspended", "Succeeded", "Failed", "Cancelled", "Invalid"
-]
+Phase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed", "Cancelled", "Invalid"]
 StepPhase = Literal["Pending", "Running", "Waiting", "Succeeded", "Failed", "Skipped"]
 
 
