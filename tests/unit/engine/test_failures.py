@@ -214,7 +214,7 @@ def test_wait_takes_a_signal_sent_before_the_step_started() -> None:
     journal.append(
         Record(1, "SignalReceived", "t", data={"name": "APPROVE", "payload": {"ok": True}})
     )
-    journal, decision = run(journal, T0)
+    journal, _ = run(journal, T0)
     state = fold(journal)
     assert state.phase == "Succeeded"
     assert state.steps["approve"].output == {"ok": True}
