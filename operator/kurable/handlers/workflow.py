@@ -81,6 +81,7 @@ async def execute(
     """Run a workflow to its end (or until the daemon is stopped)."""
     assert namespace is not None, "Workflows are namespaced"
     runtime: Runtime = memo["runtime"]
+    finished_at = body.get("status", {}).get("finishedAt")
     if body.get("status", {}).get("phase") not in TERMINAL_PHASES:
         # Status is projected from the journal: a terminal status means a finished journal.
         run = _Run(runtime, body, RunRef(name, namespace, uid), logger)
@@ -88,7 +89,10 @@ async def execute(
             await run.drive()
         finally:
             runtime.wakeups.pop(uid, None)
-    await _expire(runtime, body, namespace, name)
+        finished_at = run.state.finished_at
+    ttl = body.get("spec", {}).get("ttlSecondsAfterFinished")
+    if ttl is not None and finished_at:
+        await _expire(runtime, namespace, name, parse_time(finished_at).timestamp() + ttl)
 
 
 @kopf.on.delete(GROUP, VERSION, WORKFLOW.plural)
@@ -99,13 +103,9 @@ async def forget(uid: str, memo: Any, logger: Logger, **_: Any) -> None:
     logger.info(f"removed the journal ({deleted} keys)")
 
 
-async def _expire(runtime: Runtime, body: kopf.Body, namespace: str, name: str) -> None:
+async def _expire(runtime: Runtime, namespace: str, name: str, at: float) -> None:
     """ttlSecondsAfterFinished: delete a finished run once its time is up."""
-    ttl = body.get("spec", {}).get("ttlSecondsAfterFinished")
-    finished = body.get("status", {}).get("finishedAt")
-    if ttl is None or not finished:
-        return
-    remaining = parse_time(finished).timestamp() + ttl - time.time()
+    remaining = at - time.time()
     if remaining > 0:
         await asyncio.sleep(remaining)
     await runtime.delete(WORKFLOW, namespace, name)
