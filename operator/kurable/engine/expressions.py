@@ -18,6 +18,7 @@ from celpy.adapter import json_to_cel
 from celpy.celparser import CELParseError
 from celpy.evaluation import CELEvalError
 
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _WHOLE = re.compile(r"^\s*\$\{(?P<expr>.*)\}\s*$", re.DOTALL)
 _ENV = celpy.Environment()
 
@@ -52,7 +53,10 @@ def compile_expression(source: str) -> celpy.Runner:
 def evaluate(source: str, context: Mapping[str, Any]) -> Any:
     """Evaluate one CEL expression over JSON `context`; return a JSON value."""
     program = compile_expression(source.strip())
-    activation = {k: json_to_cel(v) for k, v in context.items()}
+    # Converting JSON to CEL values is most of the cost: convert only the variables
+    # the expression names (a name it does not mention cannot be reached).
+    names = _identifiers(source)
+    activation = {k: json_to_cel(v) for k, v in context.items() if k in names}
     try:
         result = program.evaluate(activation)
     except CELEvalError as e:
@@ -62,6 +66,11 @@ def evaluate(source: str, context: Mapping[str, Any]) -> Any:
     if isinstance(result, CELEvalError):
         raise ExpressionError(source.strip(), _eval_problem(result))
     return to_json(result)
+
+
+@functools.lru_cache(maxsize=4096)
+def _identifiers(source: str) -> frozenset[str]:
+    return frozenset(_IDENTIFIER.findall(source))
 
 
 def is_expression(value: Any) -> bool:

@@ -272,9 +272,9 @@ def _with_step(state: RunState, step: StepState) -> RunState:
 
 
 def now_rfc3339(now: datetime | None = None) -> str:
-    """`now` (default: the current time) as RFC 3339 UTC with milliseconds."""
+    """`now` (default: the current time) as RFC 3339 UTC with microseconds."""
     moment = (now or datetime.now(UTC)).astimezone(UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def parse_time(text: str) -> datetime:

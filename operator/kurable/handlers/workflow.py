@@ -133,6 +133,8 @@ class _Run:
         self.last_status: dict[str, Any] | None = None
         self.last_patch = 0.0
         self.wakeup = runtime.wakeup(ref.uid)
+        self.unpublished: decide.Decision | None = None
+        self.publisher: asyncio.Task[None] | None = None
 
     async def drive(self) -> None:
         await self._claim()
@@ -150,6 +152,8 @@ class _Run:
         except Fenced as e:
             self.logger.warning(f"stopped driving the run: {e}")
         finally:
+            if self.publisher is not None and not self.publisher.done():
+                self.publisher.cancel()
             with contextlib.suppress(Exception):
                 await self.runtime.fence.release(self.ref.uid)
 
@@ -347,9 +351,27 @@ class _Run:
             )
 
     async def _publish(self, decision: decide.Decision, force: bool = False) -> None:
-        """Patch status from the journal, coalescing while steps commit back to back."""
-        if not force and time.monotonic() - self.last_patch < COALESCE_SECONDS:
+        """Patch status from the journal. While steps commit back to back, patches are
+        coalesced in the background, so a step never waits for the API server."""
+        self.unpublished = decision
+        if force:
+            if self.publisher is not None:
+                await self.publisher
+            await self._patch_latest()
+        elif self.publisher is None or self.publisher.done():
+            self.publisher = asyncio.create_task(self._publish_later())
+
+    async def _publish_later(self) -> None:
+        await asyncio.sleep(max(0.0, COALESCE_SECONDS - (time.monotonic() - self.last_patch)))
+        try:
+            await self._patch_latest()
+        except Exception as e:  # status is a projection: the next publish repairs it
+            self.logger.warning(f"could not patch status: {e}")
+
+    async def _patch_latest(self) -> None:
+        if self.unpublished is None:
             return
+        decision, self.unpublished = self.unpublished, None
         previous = self.last_status or dict(self.body.get("status") or {})
         status = project(
             self.state,

@@ -65,8 +65,8 @@ def test_a_retryable_error_is_retried_with_backoff_then_succeeds() -> None:
     assert state.steps["call"].attempts == 3
     failures = [r for r in journal if r.type == "StepFailed"]
     assert [r.data["retryAt"] for r in failures] == [
-        "2026-01-01T12:00:02.000Z",
-        "2026-01-01T12:00:06.000Z",
+        "2026-01-01T12:00:02.000000Z",
+        "2026-01-01T12:00:06.000000Z",
     ]
 
 
@@ -136,7 +136,7 @@ def test_a_workflow_timeout_fails_the_run_and_compensates() -> None:
     assert state.error is not None and state.error["cause"] == "Timeout"
     assert state.compensated == ("book",)
     finished = journal[-1]
-    assert finished.at == "2026-01-01T12:00:10.000Z"
+    assert finished.at == "2026-01-01T12:00:10.000000Z"
 
 
 def test_saga_compensates_completed_steps_in_reverse_order() -> None:
