@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import statistics
 import tempfile
@@ -131,7 +132,7 @@ def main() -> None:
     for journal in journals:
         records += len(journal)
         commits = [parse_time(r.at) for r in journal if r.type == "StepCompleted"]
-        latencies += [(b - a).total_seconds() for a, b in zip(commits, commits[1:], strict=False)]
+        latencies += [(b - a).total_seconds() for a, b in itertools.pairwise(commits)]
     total_steps = args.workflows * args.steps
     p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
     print(f"workflows={args.workflows} steps={args.steps} concurrency={args.concurrency}")
