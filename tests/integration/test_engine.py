@@ -457,3 +457,51 @@ def test_invalid_template_is_marked_with_what_to_fix(
         "the template to be marked Invalid",
     )
     assert template["status"]["message"] == "spec.steps[a].next: no step named 'nowhere'"
+
+
+def test_fanout_example_runs_for_each_and_parallel_branches(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    apply(control_plane, namespace, EXAMPLES / "fanout" / "workflow.yaml")
+    wf = wait_phase(control_plane, namespace, "fanout", ("Succeeded",))
+    assert wf["status"]["output"] == {
+        "thumbs": ["thumbs/0-cat.png", "thumbs/1-dog.png", "thumbs/2-owl.png", "thumbs/3-fox.png"],
+        "indexed": 4,
+        "note": "4 thumbnails ready",
+    }
+    records = journal(control_plane, wf["metadata"]["uid"])
+    items = [
+        r.step
+        for r in records
+        if r.type == "StepCompleted" and (r.step or "").startswith("thumbnail[")
+    ]
+    assert sorted(items) == [f"thumbnail[{i}]" for i in range(4)]
+
+
+def test_parallel_http_branches_call_at_the_same_time(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    with Service() as service:
+        branches = [
+            {"name": f"b{i}", "steps": [{"name": "call", "http": {"url": service.url(f"/{i}")}}]}
+            for i in range(3)
+        ]
+        apply(
+            control_plane,
+            namespace,
+            workflow(
+                "fan-http",
+                steps=[{"name": "fan", "parallel": {"branches": branches}}],
+            ),
+        )
+        wf = wait_phase(control_plane, namespace, "fan-http", ("Succeeded",))
+    uid = wf["metadata"]["uid"]
+    assert set(service.keys) == {f"{uid}/fan.b{i}.call" for i in range(3)}
+    records = journal(control_plane, uid)
+    started = [
+        r.seq for r in records if r.type == "StepStarted" and (r.step or "").endswith(".call")
+    ]
+    completed = [
+        r.seq for r in records if r.type == "StepCompleted" and (r.step or "").endswith(".call")
+    ]
+    assert max(started) < min(completed)  # all three started before any finished

@@ -56,6 +56,8 @@ class Act:
     step: Step
     attempt: int
     deadline: datetime | None
+    scope: Scope
+    """The sequence the step belongs to (where the run goes after it)."""
     compensating: str | None = None
     """The step being compensated, when this is a compensation."""
 
@@ -119,8 +121,15 @@ def start_record(
     return Commit("WorkflowStarted", data=data)
 
 
-def next_decision(state: RunState, now: datetime, flags: Flags = Flags()) -> Decision:
-    """The next thing to do for a run in `state`."""
+def next_decision(
+    state: RunState, now: datetime, flags: Flags = Flags(), busy: frozenset[str] = frozenset()
+) -> Decision:
+    """The next thing to do for a run in `state`.
+
+    `busy` names the steps whose action the executor is performing right now (their
+    outcome is not journaled yet); the engine looks for other work meanwhile, which is
+    how the branches of a `parallel` step act at the same time.
+    """
     if state.finished:
         return Done()
     assert state.spec is not None, "a run's journal starts with WorkflowStarted"
@@ -132,8 +141,8 @@ def next_decision(state: RunState, now: datetime, flags: Flags = Flags()) -> Dec
             return _run_failing(
                 "Failed", None, "Timeout", f"the workflow timed out ({state.spec.timeout})"
             )
-        return _forward(state, now, flags)
-    return _compensate(state, now)
+        return _forward(state, now, flags, busy)
+    return _compensate(state, now, busy)
 
 
 def outcome(
@@ -141,24 +150,31 @@ def outcome(
 ) -> Commit:
     """The record that ends the attempt `act` with `output` or `error`."""
     if error is None:
-        data: dict[str, Any] = {"output": output}
-        if act.compensating is not None:
-            data["of"] = act.compensating
-        else:
-            data["next"] = _following(_spec(state), act.step)
-        return Commit("StepCompleted", act.step.name, act.attempt, data)
-    return _failed(state, act.step, act.attempt, error, now, act.compensating)
+        return _complete(state, act.scope, act.step, act.attempt, output, act.compensating)
+    return _failed(state, act.scope, act.step, act.attempt, error, now, act.compensating)
 
 
-def evaluation_context(state: RunState, **extra: Any) -> dict[str, Any]:
-    """What expressions see: input, steps.<name>.output, vars, workflow."""
-    return {
+def evaluation_context(state: RunState, scope: Scope | None = None) -> dict[str, Any]:
+    """What expressions see: input, steps.<name>.output, vars, workflow; inside a
+    branch also its own steps by their short names; inside a forEach, item and index."""
+    steps = {name: {"output": s.output, "phase": s.phase} for name, s in state.steps.items()}
+    context: dict[str, Any] = {
         "input": state.input,
         "vars": state.vars,
-        "steps": {name: {"output": s.output, "phase": s.phase} for name, s in state.steps.items()},
+        "steps": steps,
         "workflow": state.workflow,
-        **extra,
     }
+    if scope is not None and scope.thread is not None:
+        prefix = scope.thread + "."
+        for name, value in list(steps.items()):
+            if name.startswith(prefix):
+                steps[name[len(prefix) :]] = value
+        if scope.thread.endswith("]"):
+            parent, _, index = scope.thread[:-1].rpartition("[")
+            items = state.step(parent).items or []
+            context["index"] = int(index)
+            context["item"] = items[int(index)] if int(index) < len(items) else None
+    return context
 
 
 def backoff_delay(retry: Retry, attempt: int, key: str) -> timedelta:
@@ -200,11 +216,95 @@ def compensation_step(step: Step) -> Step:
     return body.model_copy(update={"name": step.name + COMPENSATE_SUFFIX})
 
 
+# -- scopes: the run's steps, a parallel branch's steps, one forEach item -----------------
+
+
+@dataclass(frozen=True)
+class Scope:
+    """A sequence of steps with its own position: the run's (thread None), a branch's
+    (`P.branch`) or one forEach item's (`F[3]`). Names inside are qualified, so that a
+    step is journaled under a name unique in the run."""
+
+    thread: str | None
+    steps: tuple[Step, ...]
+
+    def following(self, step: Step) -> str | None:
+        """Where the scope goes after `step` completes: its `next`, else the step below."""
+        return step.next if step.next is not None else self.sequential(step)
+
+    def sequential(self, step: Step) -> str | None:
+        names = [s.name for s in self.steps]
+        index = names.index(step.name) if step.name in names else len(names)
+        return names[index + 1] if index + 1 < len(names) else None
+
+    def outcome_data(self, next_step: str | None) -> dict[str, Any]:
+        data: dict[str, Any] = {"next": next_step}
+        if self.thread is not None:
+            data["thread"] = self.thread
+        return data
+
+
+def main_scope(spec: WorkflowSpec) -> Scope:
+    return Scope(None, tuple(spec.steps or ()))
+
+
+def child_scopes(parent: Step, items: list[Any] | None = None) -> list[Scope]:
+    """The branches of a `parallel` step, or one scope per item of a `forEach` step."""
+    if parent.parallel is not None:
+        scopes = []
+        for branch in parent.parallel.branches:
+            thread = f"{parent.name}.{branch.name}"
+            steps = []
+            for raw in branch.steps:
+                step = Step.model_validate(raw)
+                steps.append(_qualified(step, thread))
+            scopes.append(Scope(thread, tuple(steps)))
+        return scopes
+    assert parent.for_each is not None and items is not None
+    body = parent.model_copy(update={"for_each": None, "next": None, "on_failure": None})
+    return [
+        Scope(f"{parent.name}[{i}]", (body.model_copy(update={"name": f"{parent.name}[{i}]"}),))
+        for i in range(len(items))
+    ]
+
+
+def _qualified(step: Step, thread: str) -> Step:
+    update: dict[str, Any] = {"name": f"{thread}.{step.name}"}
+    if step.next is not None:
+        update["next"] = f"{thread}.{step.next}"
+    if step.on_failure is not None:
+        update["on_failure"] = step.on_failure.model_copy(
+            update={"goto": f"{thread}.{step.on_failure.goto}"}
+        )
+    return step.model_copy(update=update)
+
+
+def resolve(state: RunState, name: str) -> Step | None:
+    """The step journaled as `name`, wherever it sits (the run, a branch, an item)."""
+    return _find(state, main_scope(_spec(state)), name)
+
+
+def _find(state: RunState, scope: Scope, name: str) -> Step | None:
+    for step in scope.steps:
+        if step.name == name:
+            return step
+        if step.parallel is not None and name.startswith(step.name + "."):
+            scopes = child_scopes(step)
+        elif step.for_each is not None and name.startswith(step.name + "["):
+            scopes = child_scopes(step, state.step(step.name).items or [])
+        else:
+            continue
+        for child in scopes:
+            found = _find(state, child, name)
+            if found is not None:
+                return found
+    return None
+
+
 # -- moving forward ---------------------------------------------------------------------
 
 
-def _forward(state: RunState, now: datetime, flags: Flags) -> Decision:
-    spec = _spec(state)
+def _forward(state: RunState, now: datetime, flags: Flags, busy: frozenset[str]) -> Decision:
     if state.position is None:
         return _finish_succeeded(state)
     if state.transitions >= MAX_TRANSITIONS:
@@ -215,66 +315,153 @@ def _forward(state: RunState, now: datetime, flags: Flags) -> Decision:
             f"{state.transitions} step transitions: an endless `next` loop? "
             f"(the limit is {MAX_TRANSITIONS})",
         )
-    steps = {s.name: s for s in spec.steps or []}
-    step = steps.get(state.position)
+    scope = main_scope(_spec(state))
+    step = next((s for s in scope.steps if s.name == state.position), None)
     if step is None:
         return _run_failing(
             "Failed", state.position, "UnknownStep", f"no step named {state.position!r}"
         )
     current = state.step(step.name)
-
-    if current.in_flight or current.phase == "Retrying":
-        return _continue(state, step, current, now)
     if current.phase == "Failed" and current.error is not None and current.finished_at:
         # Failed for good, and no onFailure moved the run elsewhere.
         message = current.error.get("message", "step failed")
         return _run_failing("Failed", step.name, "StepFailed", message)
+    return _advance(state, scope, step, now, flags, busy)
+
+
+def _advance(
+    state: RunState, scope: Scope, step: Step, now: datetime, flags: Flags, busy: frozenset[str]
+) -> Decision:
+    """The next thing to do for `step`, the current step of `scope`."""
+    current = state.step(step.name)
+    if step.name in busy:
+        return Wait(None, f"performing {step.name}")
+    if step.parallel is not None or step.for_each is not None:
+        if current.in_flight:
+            return _fan(state, scope, step, current, now, flags, busy)
+    elif current.in_flight or current.phase == "Retrying":
+        return _continue(state, scope, step, current, now)
 
     # A new visit of the step.
     if flags.suspend:
         return Wait(None, "Suspended")
-    context = evaluation_context(state)
+    context = evaluation_context(state, scope)
     if step.when is not None:
         try:
             run_it = expressions.condition(step.when, context)
         except expressions.ExpressionError as e:
             error = StepError("ExpressionError", str(e.at(f"{step.name}.when")))
-            return _failed(state, step, 1, error, now)
+            return _failed(state, scope, step, 1, error, now)
         if not run_it:
             # A skipped step has no effects, its `next` jump included.
-            return Commit("StepSkipped", step.name, data={"next": _sequential(spec, step)})
-    return _begin(state, step, 1, now, None)
+            return Commit("StepSkipped", step.name, data=scope.outcome_data(scope.sequential(step)))
+    if step.for_each is not None:
+        try:
+            items = expressions.render(step.for_each.items, context, f"{step.name}.forEach")
+        except expressions.ExpressionError as e:
+            return _failed(state, scope, step, 1, StepError("ExpressionError", str(e)), now)
+        if not isinstance(items, list):
+            error = StepError(
+                "ExpressionError", f"{step.name}.forEach.items must be a list, got {items!r}"
+            )
+            return _failed(state, scope, step, 1, error, now)
+        # The items are pinned in the journal: a replay iterates exactly the same list.
+        return Commit("StepStarted", step.name, 1, {"items": items, **_thread(scope)})
+    if step.parallel is not None:
+        return Commit("StepStarted", step.name, 1, _thread(scope))
+    return _begin(state, scope, step, 1, now, None)
+
+
+def _fan(
+    state: RunState,
+    scope: Scope,
+    step: Step,
+    current: StepState,
+    now: datetime,
+    flags: Flags,
+    busy: frozenset[str],
+) -> Decision:
+    """Drive the branches (or items) of a fan-out step; join when all have finished."""
+    children = child_scopes(step, current.items)
+    limit = step.for_each.concurrency if step.for_each is not None else len(children)
+    waits: list[Wait] = []
+    failures: list[tuple[str, dict[str, Any]]] = []
+    active = 0
+    pending: list[Scope] = []
+    for child in children:
+        position = state.positions.get(child.thread or "", child.steps[0].name)
+        if position is None:
+            continue  # finished
+        child_step = next(s for s in child.steps if s.name == position)
+        child_state = state.step(child_step.name)
+        if child_state.phase == "Failed" and child_state.finished_at and child_state.error:
+            failures.append((child_step.name, child_state.error))
+            continue
+        started = child_state.visits > 0 or child_state.in_flight or child.thread in state.positions
+        if not started:
+            pending.append(child)
+            continue
+        active += 1
+        decision = _advance(state, child, child_step, now, flags, busy)
+        if isinstance(decision, Wait):
+            waits.append(decision)
+        else:
+            return decision
+    fail_fast = step.parallel.fail_fast if step.parallel is not None else True
+    if failures and (fail_fast or active == 0):
+        name, error = failures[0]
+        message = f"{name}: {error.get('message', 'failed')}"
+        return _failed(
+            state,
+            scope,
+            step,
+            current.attempts,
+            StepError(error.get("kind", "StepFailed"), message, retryable=False),
+            now,
+        )
+    if not failures:
+        for child in pending[: max(0, limit - active)]:
+            decision = _advance(state, child, child.steps[0], now, flags, busy)
+            if isinstance(decision, Wait):
+                waits.append(decision)
+            else:
+                return decision
+    if active == 0 and not pending and not failures:
+        return _complete(state, scope, step, current.attempts, _joined(state, step, children))
+    untils = [w.until for w in waits if w.until is not None]
+    return _wait(state, min(untils) if untils else None, f"waiting for the branches of {step.name}")
 
 
 def _begin(
-    state: RunState, step: Step, attempt: int, now: datetime, compensating: str | None
+    state: RunState,
+    scope: Scope,
+    step: Step,
+    attempt: int,
+    now: datetime,
+    compensating: str | None,
 ) -> Decision:
     """Start attempt `attempt` of `step`: evaluate it now, or journal its start."""
-    context = evaluation_context(state)
+    context = evaluation_context(state, scope)
     if step.set is not None:
         try:
             values = expressions.render(step.set, context, f"{step.name}.set")
         except expressions.ExpressionError as e:
-            return _failed(
-                state, step, attempt, StepError("ExpressionError", str(e)), now, compensating
-            )
-        data: dict[str, Any] = {"output": values}
+            error = StepError("ExpressionError", str(e))
+            return _failed(state, scope, step, attempt, error, now, compensating)
+        commit = _complete(state, scope, step, attempt, values, compensating)
         if compensating is None:
-            data["vars"] = values
-            data["next"] = _following(_spec(state), step)
-        else:
-            data["of"] = compensating
-        return Commit("StepCompleted", step.name, attempt, data)
+            commit.data["vars"] = values
+        return commit
 
     if step.sleep is not None:
         try:
             wake_at = _wake_time(step, context, now)
         except (ValueError, expressions.ExpressionError) as e:
             error = StepError("InvalidTimer", f"{step.name}.sleep: {e}")
-            return _failed(state, step, attempt, error, now, compensating)
-        return Commit("StepStarted", step.name, attempt, {"wakeAt": wake_at})
+            return _failed(state, scope, step, attempt, error, now, compensating)
+        return Commit("StepStarted", step.name, attempt, {"wakeAt": wake_at, **_thread(scope)})
 
-    data = {}
+    data: dict[str, Any] = _thread(scope)
     deadline = _attempt_deadline(state, step, now)
     if deadline is not None:
         data["deadline"] = now_rfc3339(deadline)
@@ -285,6 +472,7 @@ def _begin(
 
 def _continue(
     state: RunState,
+    scope: Scope,
     step: Step,
     current: StepState,
     now: datetime,
@@ -296,49 +484,54 @@ def _continue(
         due = parse_time(current.wake_at)
         if now < due:
             return _wait(state, due, f"retrying {step.name} at {current.wake_at}")
-        return _begin(state, step, current.attempts + 1, now, compensating)
+        return _begin(state, scope, step, current.attempts + 1, now, compensating)
 
     if step.sleep is not None:
         assert current.wake_at is not None
         due = parse_time(current.wake_at)
         if now < due:
             return _wait(state, due, f"sleeping until {current.wake_at}")
-        return _complete(state, step, current.attempts, {"wokeAt": now_rfc3339(now)}, compensating)
+        woke = {"wokeAt": now_rfc3339(now)}
+        return _complete(state, scope, step, current.attempts, woke, compensating)
 
     deadline = parse_time(current.deadline) if current.deadline else None
     if step.wait is not None:
         signal = state.pending_signal(step.wait.signal)
         if signal is not None:
-            commit = _complete(state, step, current.attempts, signal.payload, compensating)
-            return Commit(
-                commit.type, commit.step, commit.attempt, {**commit.data, "consumed": signal.seq}
-            )
+            commit = _complete(state, scope, step, current.attempts, signal.payload, compensating)
+            commit.data["consumed"] = signal.seq
+            return commit
         if deadline is not None and now >= deadline:
             error = StepError(
                 "Timeout", f"no signal {step.wait.signal!r} within {step.wait.timeout}"
             )
-            return _failed(state, step, current.attempts, error, now, compensating)
+            return _failed(state, scope, step, current.attempts, error, now, compensating)
         return _wait(state, deadline, f"waiting for signal {step.wait.signal}")
 
     if deadline is not None and now >= deadline:
         error = StepError("Timeout", f"attempt {current.attempts} timed out")
-        return _failed(state, step, current.attempts, error, now, compensating)
-    return Act(step, current.attempts, deadline, compensating)
+        return _failed(state, scope, step, current.attempts, error, now, compensating)
+    return Act(step, current.attempts, deadline, scope, compensating)
 
 
 def _complete(
-    state: RunState, step: Step, attempt: int, output: Any, compensating: str | None
+    state: RunState,
+    scope: Scope,
+    step: Step,
+    attempt: int,
+    output: Any,
+    compensating: str | None = None,
 ) -> Commit:
-    data: dict[str, Any] = {"output": output}
     if compensating is None:
-        data["next"] = _following(_spec(state), step)
+        data = {"output": output, **scope.outcome_data(scope.following(step))}
     else:
-        data["of"] = compensating
+        data = {"output": output, "of": compensating}
     return Commit("StepCompleted", step.name, attempt, data)
 
 
 def _failed(
     state: RunState,
+    scope: Scope,
     step: Step,
     attempt: int,
     error: StepError,
@@ -347,35 +540,52 @@ def _failed(
 ) -> Commit:
     """An attempt failed: retry later, go to onFailure, or fail the step for good."""
     retry = retry_policy(state, step)
-    data: dict[str, Any] = {"error": error.to_json()}
+    data: dict[str, Any] = {"error": error.to_json(), **_thread(scope)}
     if attempt < retry.max_attempts and is_retryable(retry, error):
         key = f"{state.workflow.get('uid', '')}/{step.name}"
         data["retryAt"] = now_rfc3339(now + backoff_delay(retry, attempt, key))
         return Commit("StepFailed", step.name, attempt, data)
     if compensating is None:
-        # Stay on the failed step (the run then fails) unless onFailure routes elsewhere.
-        data["next"] = step.on_failure.goto if step.on_failure else step.name
+        # Stay on the failed step (the scope then fails) unless onFailure routes elsewhere.
+        goto = step.on_failure.goto if step.on_failure else step.name
+        data.update(scope.outcome_data(goto))
     else:
         data["of"] = compensating
     return Commit("StepFailed", step.name, attempt, data)
 
 
+def _joined(state: RunState, step: Step, children: list[Scope]) -> Any:
+    """A parallel step's output: {branch: its last step's output}; a forEach's: a list."""
+    outputs = [state.step(child.steps[-1].name).output for child in children]
+    if step.parallel is not None:
+        return {b.name: out for b, out in zip(step.parallel.branches, outputs, strict=True)}
+    return outputs
+
+
+def _thread(scope: Scope) -> dict[str, Any]:
+    return {"thread": scope.thread} if scope.thread is not None else {}
+
+
 # -- compensating -----------------------------------------------------------------------
 
 
-def _compensate(state: RunState, now: datetime) -> Decision:
+def _compensate(state: RunState, now: datetime, busy: frozenset[str]) -> Decision:
     """Undo completed steps in reverse order of completion; then finish."""
     assert state.failing is not None
-    steps = {s.name: s for s in _spec(state).steps or []}
     ran_any = False
     for name in _compensation_order(state):
         ran_any = True
         if name in state.compensated:
             continue
-        undo = compensation_step(steps[name])
+        step = resolve(state, name)
+        assert step is not None
+        undo = compensation_step(step)
+        scope = Scope(None, (undo,))
         current = state.step(undo.name)
+        if undo.name in busy:
+            return Wait(None, f"performing {undo.name}")
         if current.in_flight or current.phase == "Retrying":
-            return _continue(state, undo, current, now, compensating=name)
+            return _continue(state, scope, undo, current, now, compensating=name)
         if current.phase == "Failed":
             message = (current.error or {}).get("message", "compensation failed")
             return _finish(
@@ -388,7 +598,7 @@ def _compensate(state: RunState, now: datetime) -> Decision:
                     "cause": state.failing["error"],
                 },
             )
-        return _begin(state, undo, 1, now, name)
+        return _begin(state, scope, undo, 1, now, name)
     error = state.failing["error"]
     if ran_any:
         compensated = {**error, "reason": "Compensated", "cause": error.get("reason")}
@@ -398,33 +608,19 @@ def _compensate(state: RunState, now: datetime) -> Decision:
 
 def _compensation_order(state: RunState) -> list[str]:
     """Completed steps that declare `compensate`, last completed first, each once."""
-    steps = {s.name: s for s in _spec(state).steps or []}
     order: list[str] = []
     for name in reversed(state.completed):
-        if name not in order and name in steps and steps[name].compensate is not None:
+        if name in order:
+            continue
+        step = resolve(state, name)
+        if step is not None and step.compensate is not None:
             order.append(name)
     return order
-
-
-# -- helpers ----------------------------------------------------------------------------
 
 
 def _spec(state: RunState) -> WorkflowSpec:
     assert state.spec is not None
     return state.spec
-
-
-def _following(spec: WorkflowSpec, step: Step) -> str | None:
-    """Where the run goes after `step` completes: its `next`, else the step below it."""
-    return step.next if step.next is not None else _sequential(spec, step)
-
-
-def _sequential(spec: WorkflowSpec, step: Step) -> str | None:
-    names = [s.name for s in spec.steps or []]
-    if step.name not in names:
-        return None
-    index = names.index(step.name)
-    return names[index + 1] if index + 1 < len(names) else None
 
 
 def _attempt_deadline(state: RunState, step: Step, now: datetime) -> datetime | None:

@@ -92,6 +92,8 @@ class StepState:
     output: Any = None
     error: dict[str, Any] | None = None
     visits: int = 0
+    items: list[Any] | None = None
+    """A forEach step's items, pinned when it started."""
 
     @property
     def in_flight(self) -> bool:
@@ -123,6 +125,8 @@ class RunState:
     """When the whole run times out."""
     position: str | None = None
     """The step to run next (None once past the last step)."""
+    positions: dict[str, str | None] = field(default_factory=dict)
+    """The same for each started branch (`P.branch`) or forEach item (`F[3]`)."""
     steps: dict[str, StepState] = field(default_factory=dict)
     completed: tuple[str, ...] = ()
     """Steps in the order they completed (the order compensation reverses)."""
@@ -197,8 +201,20 @@ def apply(state: RunState, record: Record) -> RunState:
         )
     assert record.step is not None, f"record {record.seq} ({record.type}) names no step"
     step = state.step(record.step)
+    thread = data.get("thread")
     if record.type == "StepStarted":
         new_visit = step.phase not in (*IN_FLIGHT, "Retrying")
+        positions = state.positions
+        if new_visit and positions:
+            # A fan-out step starting again (in a loop) starts its branches afresh.
+            positions = {
+                k: v
+                for k, v in positions.items()
+                if not k.startswith((step.name + ".", step.name + "["))
+            }
+        if thread is not None:
+            positions = {**positions, thread: step.name}
+        state = replace(state, positions=positions)
         step = replace(
             step,
             phase="Waiting" if data.get("wakeAt") or data.get("signal") else "Running",
@@ -210,6 +226,7 @@ def apply(state: RunState, record: Record) -> RunState:
             output=None if new_visit else step.output,
             error=None if new_visit else step.error,
             visits=step.visits + (1 if new_visit else 0),
+            items=data.get("items", None if new_visit else step.items),
         )
         return _with_step(state, step)
 
@@ -247,17 +264,17 @@ def apply(state: RunState, record: Record) -> RunState:
     consumed = state.consumed
     if data.get("consumed") is not None:
         consumed = consumed | {int(data["consumed"])}
-    if state.failing is not None:
-        # A compensation step: it never moves the run's position.
+    if "of" in data:
+        # A compensation step: it never moves a position.
         if record.type == "StepCompleted":
-            state = replace(state, compensated=(*state.compensated, data.get("of", step.name)))
+            state = replace(state, compensated=(*state.compensated, data["of"]))
         return replace(state, consumed=consumed)
-    state = replace(
-        state,
-        position=data.get("next"),
-        transitions=state.transitions + 1,
-        consumed=consumed,
-    )
+    if thread is not None:
+        positions = {**state.positions, thread: data.get("next")}
+        state = replace(state, positions=positions, transitions=state.transitions + 1)
+    else:
+        state = replace(state, position=data.get("next"), transitions=state.transitions + 1)
+    state = replace(state, consumed=consumed)
     if record.type == "StepCompleted":
         state = replace(
             state,

@@ -43,13 +43,11 @@ class RunRef:
     uid: str
 
 
-async def perform(
-    runtime: Runtime, run: RunRef, act: Act, context: dict[str, Any], wakeup: asyncio.Event
-) -> Outcome:
+async def perform(runtime: Runtime, run: RunRef, act: Act, context: dict[str, Any]) -> Outcome:
     """Run one attempt of `act.step`; never raises for failures a user can cause."""
     performers: dict[str, Callable[[], Awaitable[Outcome]]] = {
         "http": lambda: _http(runtime, run, act, context),
-        "workflow": lambda: _child(runtime, run, act, context, wakeup),
+        "workflow": lambda: _child(runtime, run, act, context),
     }
     performer = performers.get(act.step.action)
     if performer is None:
@@ -142,9 +140,7 @@ def child_name(parent: str, step: str) -> str:
     return f"{name[:54]}-{digest}"
 
 
-async def _child(
-    runtime: Runtime, run: RunRef, act: Act, context: dict[str, Any], wakeup: asyncio.Event
-) -> Outcome:
+async def _child(runtime: Runtime, run: RunRef, act: Act, context: dict[str, Any]) -> Outcome:
     spec = act.step.workflow
     assert spec is not None
     api = k8s.CustomObjectsApi(runtime.api)
@@ -178,6 +174,16 @@ async def _child(
     except k8s.ApiException as e:
         if e.status != 409:  # 409: created by an earlier execution of this attempt
             raise
+    wakeup = runtime.wakeup(run.uid)  # the child's status changes wake its parent
+    try:
+        return await _await_child(api, run, name, wakeup)
+    finally:
+        runtime.unsubscribe(run.uid, wakeup)
+
+
+async def _await_child(
+    api: k8s.CustomObjectsApi, run: RunRef, name: str, wakeup: asyncio.Event
+) -> Outcome:
     while True:
         child = await api.get_namespaced_custom_object(
             GROUP, VERSION, run.namespace, WORKFLOW.plural, name

@@ -27,7 +27,7 @@ class Runtime:
     journal: Journal
     api: k8s.ApiClient
     http: aiohttp.ClientSession
-    wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
+    wakeups: dict[str, set[asyncio.Event]] = field(default_factory=dict)
 
     @classmethod
     async def open(
@@ -55,8 +55,23 @@ class Runtime:
         await self.etcd.close()
 
     def wakeup(self, uid: str) -> asyncio.Event:
-        """The event that wakes the executor of run `uid` (spec changed, signal arrived)."""
-        return self.wakeups.setdefault(uid, asyncio.Event())
+        """A new event set whenever run `uid` (or a child of it) changes; `unsubscribe`
+        it when done. Each waiter has its own, so that clearing one loses no wake-up."""
+        event = asyncio.Event()
+        self.wakeups.setdefault(uid, set()).add(event)
+        return event
+
+    def unsubscribe(self, uid: str, event: asyncio.Event) -> None:
+        events = self.wakeups.get(uid)
+        if events is not None:
+            events.discard(event)
+            if not events:
+                del self.wakeups[uid]
+
+    def wake(self, uid: str) -> None:
+        """Wake everything waiting on run `uid`."""
+        for event in self.wakeups.get(uid, ()):
+            event.set()
 
     async def get(self, kind: ResourceKind, namespace: str, name: str) -> dict[str, Any] | None:
         """One object of ours, or None when it does not exist."""

@@ -42,7 +42,7 @@ from kurable.engine.journal import (
 from kurable.engine.status import project
 from kurable.store.journal import Fenced, SlotTaken
 
-from ._actions import RunRef, perform
+from ._actions import Outcome, RunRef, perform
 from ._runtime import Runtime
 
 COALESCE_SECONDS = 0.5
@@ -62,8 +62,7 @@ async def wake(uid: str, body: kopf.Body, memo: Any, **_: Any) -> None:
         return
     owners = [o.get("uid") for o in body.get("metadata", {}).get("ownerReferences") or []]
     for target in (uid, *owners):
-        if target in runtime.wakeups:
-            runtime.wakeups[target].set()
+        runtime.wake(target)
 
 
 # No `when=` filter on the phase: kopf would stop the daemon the moment its own final
@@ -88,7 +87,7 @@ async def execute(
         try:
             await run.drive()
         finally:
-            runtime.wakeups.pop(uid, None)
+            runtime.unsubscribe(uid, run.wakeup)
         finished_at = run.state.finished_at
     ttl = body.get("spec", {}).get("ttlSecondsAfterFinished")
     if ttl is not None and finished_at:
@@ -133,6 +132,8 @@ class _Run:
         self.last_status: dict[str, Any] | None = None
         self.last_patch = 0.0
         self.wakeup = runtime.wakeup(ref.uid)
+        self.acting: dict[str, tuple[asyncio.Task[Outcome], decide.Act]] = {}
+        """Actions being performed now (several at once in parallel branches)."""
         self.unpublished: decide.Decision | None = None
         self.publisher: asyncio.Task[None] | None = None
 
@@ -152,6 +153,8 @@ class _Run:
         except Fenced as e:
             self.logger.warning(f"stopped driving the run: {e}")
         finally:
+            for task, _ in self.acting.values():
+                task.cancel()
             if self.publisher is not None and not self.publisher.done():
                 self.publisher.cancel()
             with contextlib.suppress(Exception):
@@ -256,25 +259,42 @@ class _Run:
     # -- running ------------------------------------------------------------------------
 
     async def _step_once(self) -> None:
+        await self._harvest()
         await self._ingest_signals()
         spec = self.body.get("spec", {})
         flags = decide.Flags(suspend=bool(spec.get("suspend")), cancel=bool(spec.get("cancel")))
         now = datetime.now(UTC)
-        decision = decide.next_decision(self.state, now, flags)
+        decision = decide.next_decision(self.state, now, flags, busy=frozenset(self.acting))
         if isinstance(decision, decide.Commit):
             await self._commit(decision)
             await self._publish(decision)
         elif isinstance(decision, decide.Act):
-            await self._publish(decision)
-            context = decide.evaluation_context(self.state)
-            output, error = await perform(self.runtime, self.ref, decision, context, self.wakeup)
-            await self._commit(
-                decide.outcome(self.state, decision, datetime.now(UTC), output, error)
-            )
+            # Perform in the background: the engine may find other work meanwhile
+            # (the other branches of a parallel step); the outcome is committed by
+            # _harvest once the action returns.
+            context = decide.evaluation_context(self.state, decision.scope)
+            task = asyncio.create_task(perform(self.runtime, self.ref, decision, context))
+            self.acting[decision.step.name] = (task, decision)
             await self._publish(decision)
         elif isinstance(decision, decide.Wait):
-            await self._publish(decision, force=True)
+            await self._publish(decision, force=not self.acting)
             await self._sleep(decision)
+
+    async def _harvest(self) -> None:
+        """Commit the outcome of every action that has returned."""
+        for name, (task, act) in list(self.acting.items()):
+            if not task.done():
+                continue
+            del self.acting[name]
+            try:
+                output, error = task.result()
+            except Exception as e:  # a bug or an outage, not the user's doing: retry
+                self.logger.exception(f"performing {name} failed")
+                output, error = (
+                    None,
+                    decide.StepError("InternalError", f"{type(e).__name__}: {e}", retryable=True),
+                )
+            await self._commit(decide.outcome(self.state, act, datetime.now(UTC), output, error))
 
     async def _ingest_signals(self) -> None:
         """Journal each new `kurable.dev/signal.NAME` annotation once."""
@@ -301,13 +321,21 @@ class _Run:
             seen.add((name, json.dumps(payload, sort_keys=True)))
 
     async def _sleep(self, decision: decide.Wait, cap: float | None = None) -> None:
+        """Until the decision's time, a change of the run, or an action returning."""
         self.wakeup.clear()
         timeout = cap
         if decision.until is not None:
             until = max(0.0, (decision.until - datetime.now(UTC)).total_seconds())
             timeout = until if timeout is None else min(timeout, until)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wakeup.wait(), timeout)
+        woken = asyncio.create_task(self.wakeup.wait())
+        try:
+            await asyncio.wait(
+                {woken, *(task for task, _ in self.acting.values())},
+                timeout=timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            woken.cancel()
 
     async def _commit(self, decision: decide.Commit) -> None:
         record = Record(
