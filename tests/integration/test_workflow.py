@@ -208,3 +208,28 @@ def test_history_command_prints_the_journal(
         "StepCompleted",
         "WorkflowFinished",
     ]
+
+
+def test_deleting_a_running_workflow_stops_it_and_removes_its_journal(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    apply(
+        control_plane,
+        namespace,
+        {
+            "apiVersion": "kurable.dev/v1alpha1",
+            "kind": "Workflow",
+            "metadata": {"name": "doomed"},
+            "spec": {"steps": [{"name": "nap", "sleep": {"duration": "1h"}}]},
+        },
+    )
+    wf = eventually(
+        lambda: get(control_plane, namespace, "workflow/doomed"),
+        lambda w: (w.get("status") or {}).get("currentStep") == "nap",
+        30,
+        "the run to sleep",
+    )
+    control_plane.kubectl("delete", "-n", namespace, "workflow/doomed", "--timeout=30s")
+    assert journal(control_plane, wf["metadata"]["uid"]) == []
+    gone = control_plane.kubectl("get", "-n", namespace, "workflow/doomed", check=False)
+    assert gone.returncode != 0

@@ -135,6 +135,8 @@ def conditions(
             if phase == "Suspended"
             else ("False", "NotSuspended", "")
         ),
+        # The executor sets Stalled True (with why) when it cannot make progress.
+        "Stalled": ("False", "Progressing", ""),
     }
     before = {c.get("type"): c for c in previous or []}
     out = []

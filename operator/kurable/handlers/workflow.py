@@ -145,7 +145,7 @@ class _Run:
                 try:
                     await self._start()
                 except _NotYet as e:
-                    await self._stalled(str(e))
+                    await self._stalled("WaitingForTemplate", str(e))
                     await self._sleep(decide.Wait(None, str(e)), TEMPLATE_RETRY_SECONDS)
             while not self.state.finished:
                 await self._step_once()
@@ -162,9 +162,18 @@ class _Run:
 
     async def _claim(self) -> None:
         """Hold the run's fencing key; wait while another live executor holds it."""
+        waited = 0.0
         while (holder := await self.runtime.fence.claim(self.ref.uid)) is not None:
             self.logger.info(f"run is held by executor {holder}; waiting")
+            if waited > 2 * self.runtime.fence.ttl:
+                # Longer than a dead executor's lease lasts: someone alive holds it.
+                await self._stalled(
+                    "HeldByAnotherExecutor",
+                    f"executor {holder} holds this run; it resumes here when that one "
+                    "stops or its lease expires",
+                )
             await asyncio.sleep(CLAIM_RETRY_SECONDS)
+            waited += CLAIM_RETRY_SECONDS
 
     async def _reload(self) -> None:
         self.records, self.revision = await self.runtime.journal.load(self.ref.uid)
@@ -240,17 +249,19 @@ class _Run:
             raise _Invalid(str(e)) from None
         return definition, template_info
 
-    async def _stalled(self, message: str) -> None:
+    async def _stalled(self, reason: str, message: str) -> None:
+        """Say in status why no progress is possible (instead of hanging silently)."""
         conditions = [
             {
                 "type": "Stalled",
                 "status": "True",
-                "reason": "WaitingForTemplate",
+                "reason": reason,
                 "message": message,
                 "lastTransitionTime": now_rfc3339(),
             },
         ]
-        status = {"phase": "Pending", "message": message, "conditions": conditions}
+        phase = self.body.get("status", {}).get("phase") or "Pending"
+        status = {"phase": phase, "message": message, "conditions": conditions}
         if self.last_status != status:
             await self.runtime.patch_status(WORKFLOW, self.ref.namespace, self.ref.name, status)
             self._event("Warning", "Stalled", message)
