@@ -60,6 +60,13 @@ class Act:
     """The sequence the step belongs to (where the run goes after it)."""
     compensating: str | None = None
     """The step being compensated, when this is a compensation."""
+    visit: int = 1
+    """Which visit of the step this is (a `next` loop visits a step again)."""
+
+    def idempotency_key(self, uid: str) -> str:
+        """Stable across the attempts and re-executions of one visit of one step."""
+        key = f"{uid}/{self.step.name}"
+        return key if self.visit <= 1 else f"{key}#{self.visit}"
 
 
 @dataclass(frozen=True)
@@ -511,7 +518,7 @@ def _continue(
     if deadline is not None and now >= deadline:
         error = StepError("Timeout", f"attempt {current.attempts} timed out")
         return _failed(state, scope, step, current.attempts, error, now, compensating)
-    return Act(step, current.attempts, deadline, scope, compensating)
+    return Act(step, current.attempts, deadline, scope, compensating, max(1, current.visits))
 
 
 def _complete(

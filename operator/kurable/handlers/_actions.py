@@ -68,17 +68,12 @@ async def perform(runtime: Runtime, run: RunRef, act: Act, context: dict[str, An
         return None, StepError("ExpressionError", str(e))
 
 
-def idempotency_key(run: RunRef, act: Act) -> str:
-    """Stable across attempts and re-executions of one step of one run."""
-    return f"{run.uid}/{act.step.name}"
-
-
 async def _http(runtime: Runtime, run: RunRef, act: Act, context: dict[str, Any]) -> Outcome:
     spec = act.step.http
     assert spec is not None
     where = f"{act.step.name}.http"
     url = expressions.render(spec.url, context, f"{where}.url")
-    headers = {"Idempotency-Key": idempotency_key(run, act)}
+    headers = {"Idempotency-Key": act.idempotency_key(run.uid)}
     for header in spec.headers or []:
         if header.value_from is not None:
             ref = header.value_from.secret_key_ref

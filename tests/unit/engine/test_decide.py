@@ -194,3 +194,24 @@ def test_an_endless_loop_fails_clearly_at_the_transition_limit(monkeypatch: Any)
     assert isinstance(decision, decide.Done)
     assert state.phase == "Failed"
     assert state.error is not None and state.error["reason"] == "TransitionLimit"
+
+
+def test_idempotency_keys_are_per_visit_and_stable_across_attempts() -> None:
+    spec = {
+        "steps": [
+            {"name": "i", "set": {"n": 0}},
+            {"name": "call", "http": {"url": "http://x"}},
+            {"name": "inc", "set": {"n": "${ vars.n + 1 }"}},
+            {"name": "loop", "when": "vars.n < 2", "set": {}, "next": "call"},
+        ]
+    }
+    keys = []
+    journal = start(spec)
+    for _ in range(20):
+        journal, decision = run(journal, T0)
+        if not isinstance(decision, decide.Act):
+            break
+        keys.append(decision.idempotency_key("uid"))
+        commit = decide.outcome(fold(journal), decision, T0, "ok")
+        journal.append(to_record(commit, len(journal), T0))
+    assert keys == ["uid/call", "uid/call#2"]
