@@ -56,9 +56,10 @@ class CommandRejected(Exception):
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CommandRejected:
         """The rejection a dedup record holds."""
-        reason = data.get("reason")
-        if reason not in REJECTION_REASONS:
-            reason = "HandlerError"
+        stored = data.get("reason")
+        reason: RejectionReason = next(
+            (r for r in REJECTION_REASONS if r == stored), "HandlerError"
+        )
         return cls(reason, str(data.get("message", "")))
 
 
@@ -336,3 +337,23 @@ def _compile(value: Any, where: str) -> list[str]:
 
 def _size(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":")).encode())
+
+
+def status_merge_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch (RFC 7386) turning the fields of `new` in `old` status into `new`'s.
+
+    Fields of `old` that `new` does not mention (e.g. kopf's own) are left alone; inside
+    the fields `new` sets, keys that disappeared are nulled, so that a state that lost a
+    key does not keep it in status.
+    """
+    before = old or {}
+    return {key: _merge_patch(before.get(key), value) for key, value in new.items()}
+
+
+def _merge_patch(old: Any, new: Any) -> Any:
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    patch: dict[str, Any] = {key: None for key in old if key not in new}
+    for key, value in new.items():
+        patch[key] = _merge_patch(old.get(key), value)
+    return patch

@@ -2,5 +2,6 @@
 
 from __future__ import annotations
 
+from . import entity as _entity  # noqa: F401
 from . import operator as _operator  # noqa: F401  (startup, settings, cleanup)
 from . import workflow as _workflow  # noqa: F401

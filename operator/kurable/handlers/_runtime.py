@@ -49,19 +49,58 @@ class Runtime:
         """The event that wakes the executor of run `uid` (spec changed, signal arrived)."""
         return self.wakeups.setdefault(uid, asyncio.Event())
 
+    @property
+    def prefix(self) -> str:
+        """The operator's etcd key prefix."""
+        return self.journal.prefix
+
     async def patch_status(
-        self, kind: ResourceKind, namespace: str, name: str, status: dict[str, Any]
+        self,
+        kind: ResourceKind,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        resource_version: str | None = None,
     ) -> None:
-        """Merge-patch the status subresource (never the spec: GitOps sees no drift)."""
+        """Merge-patch the status subresource (never the spec: GitOps sees no drift).
+
+        With `resource_version`, the patch applies only to that version of the object
+        (the API server answers 409 Conflict otherwise).
+        """
+        body: dict[str, Any] = {"status": status}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
         await k8s.CustomObjectsApi(self.api).patch_namespaced_custom_object_status(
             GROUP,
             VERSION,
             namespace,
             kind.plural,
             name,
-            {"status": status},
+            body,
             _content_type="application/merge-patch+json",  # type: ignore[call-arg]
         )
+
+    async def get_object(
+        self, kind: ResourceKind, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        """One object of a Kurable kind, None when it does not exist."""
+        try:
+            obj: dict[str, Any] = await k8s.CustomObjectsApi(self.api).get_namespaced_custom_object(
+                GROUP, VERSION, namespace, kind.plural, name
+            )
+        except k8s.ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return obj
+
+    async def list_objects(self, kind: ResourceKind, namespace: str) -> list[dict[str, Any]]:
+        """Every object of a Kurable kind in a namespace."""
+        listed = await k8s.CustomObjectsApi(self.api).list_namespaced_custom_object(
+            GROUP, VERSION, namespace, kind.plural
+        )
+        items: list[dict[str, Any]] = listed.get("items", [])
+        return items
 
 
 async def _kubernetes_client() -> k8s.ApiClient:

@@ -24,11 +24,12 @@ for consumers, audits and `kurable history`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,7 +136,9 @@ async def execute_command(
         try:
             await on_committed(ref, result)
         except Exception as e:
-            log.warning("command %s on %s/%s committed; notify failed: %s", command_id, *_at(ref), e)
+            log.warning(
+                "command %s on %s/%s committed; notify failed: %s", command_id, *_at(ref), e
+            )
     return result
 
 
@@ -182,7 +185,8 @@ async def _execute(
             record = {"command": command, "rejected": rejection.to_json(), "at": at}
             record["version"] = snapshot.version if not create_snapshot else 0
             ok, _ = await client.transaction(
-                compare=[unchanged, unknown_id], success=[tx.put(dedup_key, _dump(record))],
+                compare=[unchanged, unknown_id],
+                success=[tx.put(dedup_key, _dump(record))],
                 failure=[],
             )
             if ok:
@@ -201,9 +205,8 @@ async def _execute(
                 "version": version,
             }
             events.append(stored)
-            puts.append(
-                tx.put(keys.entity_event(prefix, *_at(ref), ref.uid, version).encode(), _dump(stored))
-            )
+            event_key = keys.entity_event(prefix, *_at(ref), ref.uid, version)
+            puts.append(tx.put(event_key.encode(), _dump(stored)))
             typed = {**stored, "id": f"{ref.uid}/{version}", "entity": _entity_json(ref)}
             puts.append(
                 tx.put(
@@ -218,9 +221,7 @@ async def _execute(
             puts.append(tx.put(snapshot_key, _dump(snapshot.to_json())))
         record = {"command": command, "reply": decision.reply, "version": version, "at": at}
         puts.append(tx.put(dedup_key, _dump(record)))
-        ok, _ = await client.transaction(
-            compare=[unchanged, unknown_id], success=puts, failure=[]
-        )
+        ok, _ = await client.transaction(compare=[unchanged, unknown_id], success=puts, failure=[])
         if ok:
             return CommandResult(decision.reply, version, False, snapshot, tuple(events))
     raise EntityBusy(
@@ -303,46 +304,25 @@ def _dump(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
-class _Locks:
-    """One asyncio lock per entity uid, dropped when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self.locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    async def __call__(self, uid: str) -> asyncio.Lock:
-        lock, users = self.locks.get(uid, (asyncio.Lock(), 0))
-        self.locks[uid] = (lock, users + 1)
-        return lock
-
-    def release(self, uid: str) -> None:
-        lock, users = self.locks[uid]
-        if users <= 1:
-            del self.locks[uid]
-        else:
-            self.locks[uid] = (lock, users - 1)
+# Per etcd client (a client lives on one event loop, and so must asyncio locks):
+# uid -> (lock, holders and waiters). An entry goes when its last user leaves.
+_LOCKS: weakref.WeakKeyDictionary[aetcd.Client, dict[str, tuple[asyncio.Lock, int]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-# Per etcd client: a client lives on one event loop, and asyncio locks must too.
-_LOCKS: weakref.WeakKeyDictionary[aetcd.Client, _Locks] = weakref.WeakKeyDictionary()
-
-
-class _lock:  # noqa: N801  (used like a function: `async with _lock(client, uid)`)
+@contextlib.asynccontextmanager
+async def _lock(client: aetcd.Client, uid: str) -> AsyncIterator[None]:
     """Serialize commands per entity within this process: a hot entity does not thrash."""
-
-    def __init__(self, client: aetcd.Client, uid: str) -> None:
-        self.locks = _LOCKS.setdefault(client, _Locks())
-        self.uid = uid
-        self.lock: asyncio.Lock | None = None
-
-    async def __aenter__(self) -> None:
-        self.lock = await self.locks(self.uid)
-        try:
-            await self.lock.acquire()
-        except BaseException:
-            self.locks.release(self.uid)
-            raise
-
-    async def __aexit__(self, *_: object) -> None:
-        assert self.lock is not None
-        self.lock.release()
-        self.locks.release(self.uid)
+    locks = _LOCKS.setdefault(client, {})
+    lock, users = locks.get(uid, (asyncio.Lock(), 0))
+    locks[uid] = (lock, users + 1)
+    try:
+        async with lock:
+            yield
+    finally:
+        lock, users = locks[uid]
+        if users <= 1:
+            del locks[uid]
+        else:
+            locks[uid] = (lock, users - 1)

@@ -8,9 +8,9 @@ server's own keys (`/registry/`):
     <prefix>executors/<id>                       a live operator instance (on its lease)
 
     <prefix>entities/<ns>/<name>/<uid>/snapshot              {state, version, lastEvent}
-    <prefix>entities/<ns>/<name>/<uid>/events/<version:012d> one event (type, data, commandId, at, version)
-    <prefix>entities/<ns>/<name>/<uid>/commands/<commandId>  dedup: the original reply or rejection
-    <prefix>types/<ns>/<type>/events/<uid>/<version:012d>    the same event, in the per-type stream
+    <prefix>entities/<ns>/<name>/<uid>/events/<version:012d> {type, data, commandId, at, version}
+    <prefix>entities/<ns>/<name>/<uid>/commands/<commandId>  the original reply or rejection
+    <prefix>types/<ns>/<type>/events/<uid>/<version:012d>    the event + its id and entity, per type
 
 An entity's keys include the Entity object's uid, so that a deleted and recreated
 Entity of the same name starts afresh. The per-type stream is written in the same
