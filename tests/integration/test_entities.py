@@ -28,7 +28,7 @@ TRANSFER = ROOT / "examples" / "transfer"
 PREFIX = "/kurable/"
 T = TypeVar("T")
 
-WALLET: dict[str, Any] = yaml.safe_load((TRANSFER / "wallet.yaml").read_text())
+WALLET: dict[str, Any] = yaml.safe_load((TRANSFER / "00-wallet.yaml").read_text())
 
 
 def wallet_without_guard() -> dict[str, Any]:

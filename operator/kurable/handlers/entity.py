@@ -65,7 +65,10 @@ async def initialize(
                 f"EntityType {ref.type} not found in namespace {namespace}; create it "
                 "(this Entity is retried until it exists)",
             )
-            raise kopf.TemporaryError(f"EntityType {ref.type} not found", delay=TYPE_RETRY_SECONDS)
+            raise kopf.TemporaryError(
+                f"EntityType {ref.type} not found in namespace {namespace} (for Entity {name})",
+                delay=TYPE_RETRY_SECONDS,
+            )
         try:
             entity_type = EntityTypeSpec.model_validate(type_obj.get("spec") or {})
             state = engine.initial_state(entity_type, ref.initial_state)

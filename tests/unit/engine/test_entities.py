@@ -15,9 +15,9 @@ from kurable.engine import entities as E
 from kurable.engine.entities import CommandRejected, Event, Snapshot
 from tests.conftest import ROOT
 
-WALLET_SPEC: dict[str, Any] = yaml.safe_load((ROOT / "examples/transfer/wallet.yaml").read_text())[
-    "spec"
-]
+WALLET_SPEC: dict[str, Any] = yaml.safe_load(
+    (ROOT / "examples/transfer/00-wallet.yaml").read_text()
+)["spec"]
 
 
 def wallet(**changes: Any) -> EntityTypeSpec:
