@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from kurable.client import AsyncClient, Client, CommandRejected
+from kurable.api.v1alpha1 import EntityTypeSpec
+from kurable.client import AsyncClient, Client, CommandRejected, Snapshot, project_entity_status
 from kurable.store import entities as store
 from kurable.store import keys
 from kurable.store.entities import EntityRef
@@ -433,3 +434,53 @@ def test_a_state_schema_edit_reports_the_entities_that_no_longer_fit(
         "get", "events", "-n", namespace, "--field-selector", "reason=StateSchemaMismatch"
     ).stdout
     assert "bob" in events
+
+
+@pytest.mark.slow
+def test_status_left_behind_by_a_sender_that_died_is_repaired_by_the_operator(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    transfer_example(control_plane, namespace)
+    alice = get(control_plane, namespace, "entity/alice")
+    spec = EntityTypeSpec.model_validate(WALLET["spec"])
+    # Commit without projecting status, as a sender killed right after its commit would.
+    result = in_etcd(
+        control_plane,
+        lambda etcd: store.execute_command(
+            etcd, PREFIX, alice, spec, "withdraw", {"amount": 25}, "dying-sender"
+        ),
+    )
+    assert result.version == 1
+    assert get(control_plane, namespace, "entity/alice")["status"]["version"] == 0
+    alice = ready(control_plane, namespace, "alice", version=1)  # within the resync interval
+    assert alice["status"]["state"] == {"balance": 75}
+
+
+def test_status_never_moves_back_to_an_older_version(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    transfer_example(control_plane, namespace)
+
+    async def scenario() -> list[bool]:
+        kurable = await AsyncClient.from_kubeconfig(
+            str(control_plane.kubeconfig), etcd=EtcdConfig(control_plane.etcd_endpoint, PREFIX)
+        )
+        async with kurable:
+            newer = Snapshot({"balance": 50}, 5, {"type": "Withdrawn", "at": "t5", "version": 5})
+            older = Snapshot({"balance": 60}, 3, {"type": "Withdrawn", "at": "t3", "version": 3})
+            return [
+                await project_entity_status(kurable.api, namespace, "bob", newer),
+                await project_entity_status(kurable.api, namespace, "bob", older),
+            ]
+
+    assert asyncio.run(scenario()) == [True, False]
+    status = get(control_plane, namespace, "entity/bob")["status"]
+    assert (status["version"], status["state"]) == (5, {"balance": 50})
+    # The guard against racing writers: a patch computed from a stale object is refused.
+    stale = control_plane.kubectl(
+        "patch", "-n", namespace, "entity/bob", "--subresource=status", "--type=merge",
+        "-p", json.dumps({"metadata": {"resourceVersion": "1"}, "status": {"version": 1}}),
+        check=False,
+    )  # fmt: skip
+    assert stale.returncode != 0 and "Conflict" in stale.stderr + stale.stdout, stale
+    assert get(control_plane, namespace, "entity/bob")["status"]["version"] == 5
