@@ -11,9 +11,10 @@ from kurable.client._entities import (
     Client,
     EntityNotFound,
     project_entity_status,
+    status_projector,
 )
 from kurable.engine.entities import CommandRejected, Snapshot
-from kurable.store.entities import CommandResult, EntityBusy
+from kurable.store.entities import CommandResult, EntityBusy, EntityRef
 
 __all__ = [
     "AsyncClient",
@@ -22,6 +23,8 @@ __all__ = [
     "CommandResult",
     "EntityBusy",
     "EntityNotFound",
+    "EntityRef",
     "Snapshot",
     "project_entity_status",
+    "status_projector",
 ]

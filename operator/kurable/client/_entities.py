@@ -30,11 +30,11 @@ from kurable.api.v1alpha1 import ENTITY, ENTITY_TYPE, GROUP, VERSION, EntityType
 from kurable.engine.entities import Snapshot, project_status, status_merge_patch
 from kurable.engine.journal import now_rfc3339
 from kurable.store import entities as store
-from kurable.store.entities import CommandResult, EntityRef
+from kurable.store.entities import CommandResult, EntityRef, OnCommitted
 from kurable.store.journal import EtcdConfig, connect
 
 T = TypeVar("T")
-STATUS_ATTEMPTS = 5
+STATUS_ATTEMPTS = 10
 
 
 class EntityNotFound(LookupError):
@@ -159,8 +159,7 @@ class AsyncClient:
         return EntityRef.from_object(await self._get(ENTITY.plural, namespace, entity, "Entity"))
 
     async def _project(self, ref: EntityRef, result: CommandResult) -> None:
-        if result.snapshot is not None:
-            await project_entity_status(self.api, ref.namespace, ref.name, result.snapshot)
+        await status_projector(self.api)(ref, result)
 
     async def _get(self, plural: str, namespace: str, name: str, kind: str) -> dict[str, Any]:
         try:
@@ -229,6 +228,16 @@ async def project_entity_status(
             if e.status == 404:
                 return False
     return False
+
+
+def status_projector(api: k8s.ApiClient) -> OnCommitted:
+    """An `on_committed` callback for `execute_command` that projects status through `api`."""
+
+    async def project(ref: EntityRef, result: CommandResult) -> None:
+        if result.snapshot is not None:
+            await project_entity_status(api, ref.namespace, ref.name, result.snapshot)
+
+    return project
 
 
 class Client:

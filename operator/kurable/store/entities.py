@@ -54,6 +54,7 @@ __all__ = [
     "CommandResult",
     "EntityBusy",
     "EntityRef",
+    "OnCommitted",
     "create_entity",
     "execute_command",
     "forget_entity",
