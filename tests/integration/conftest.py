@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-import yaml
 
 from kurable.engine.journal import Record
 from kurable.testing import ControlPlane, OperatorProcess
@@ -36,7 +35,7 @@ def apply(cp: ControlPlane, namespace: str, manifest: str | dict[str, Any] | Pat
     if isinstance(manifest, Path):
         text = manifest.read_text()
     elif isinstance(manifest, dict):
-        text = yaml.safe_dump(manifest)
+        text = json.dumps(manifest)  # not YAML: YAML 1.1 reads a key `n` as false
     else:
         text = manifest
     return cp.kubectl("apply", "-n", namespace, "-f", "-", input=text).stdout

@@ -51,7 +51,7 @@ def test_printer_columns_show_phase_step_and_age(
     wait_phase(control_plane, namespace, "hello", ("Succeeded",))
     table = control_plane.kubectl("get", "-n", namespace, "workflows").stdout
     header, row = table.splitlines()[:2]
-    assert header.split()[:4] == ["NAME", "PHASE", "STEP", "DONE"]
+    assert header.split()[:5] == ["NAME", "PHASE", "STEP", "ATTEMPTS", "DONE"]
     assert header.split()[-1] == "AGE"
     assert row.split()[:2] == ["hello", "Succeeded"]
     short = control_plane.kubectl("get", "-n", namespace, "wf").stdout

@@ -6,8 +6,10 @@ once and cached by their source text.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import json
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +20,13 @@ from celpy.adapter import json_to_cel
 from celpy.celparser import CELParseError
 from celpy.evaluation import CELEvalError
 
+TIME_BUDGET = float(os.environ.get("KURABLE_EXPRESSION_SECONDS", "1.0"))
+"""Seconds an expression with comprehensions may take before its step fails."""
+SIZE_BUDGET = int(os.environ.get("KURABLE_EXPRESSION_BYTES", str(1024 * 1024)))
+"""Largest result (as JSON) an expression may produce."""
+_MACRO = re.compile(r"\.\s*(map|filter|all|exists|exists_one)\s*\(")
+_BUDGET_POOL = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="kurable-cel")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _WHOLE = re.compile(r"^\s*\$\{(?P<expr>.*)\}\s*$", re.DOTALL)
 _ENV = celpy.Environment()
 
@@ -52,16 +61,52 @@ def compile_expression(source: str) -> celpy.Runner:
 def evaluate(source: str, context: Mapping[str, Any]) -> Any:
     """Evaluate one CEL expression over JSON `context`; return a JSON value."""
     program = compile_expression(source.strip())
-    activation = {k: json_to_cel(v) for k, v in context.items()}
+    # Converting JSON to CEL values is most of the cost: convert only the variables
+    # the expression names (a name it does not mention cannot be reached).
+    names = _identifiers(source)
+    activation = {k: json_to_cel(v) for k, v in context.items() if k in names}
     try:
-        result = program.evaluate(activation)
+        if _MACRO.search(source):
+            result = _with_budget(source.strip(), program, activation)
+        else:  # without comprehensions, evaluation is bounded by the expression's size
+            result = program.evaluate(activation)
+    except ExpressionError:
+        raise
     except CELEvalError as e:
         raise ExpressionError(source.strip(), _eval_problem(e)) from None
     except Exception as e:
         raise ExpressionError(source.strip(), f"{type(e).__name__}: {e}") from None
     if isinstance(result, CELEvalError):
         raise ExpressionError(source.strip(), _eval_problem(result))
-    return to_json(result)
+    value = to_json(result)
+    size = len(json.dumps(value, default=str))
+    if size > SIZE_BUDGET:
+        raise ExpressionError(
+            source.strip(), f"result of {size} bytes exceeds the budget of {SIZE_BUDGET}"
+        )
+    return value
+
+
+def _with_budget(source: str, program: celpy.Runner, activation: dict[str, Any]) -> Any:
+    """Evaluate in a worker thread and give up after TIME_BUDGET seconds.
+
+    A runaway comprehension (`[1..n].map(...)` nested deeply) fails its step instead
+    of holding the operator's event loop; the abandoned evaluation ends on its own
+    (CEL always terminates) on one of at most two worker threads.
+    """
+    future = _BUDGET_POOL.submit(program.evaluate, activation)
+    try:
+        return future.result(timeout=TIME_BUDGET)
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        raise ExpressionError(
+            source, f"exceeded its time budget of {TIME_BUDGET:g}s (a runaway comprehension?)"
+        ) from None
+
+
+@functools.lru_cache(maxsize=4096)
+def _identifiers(source: str) -> frozenset[str]:
+    return frozenset(_IDENTIFIER.findall(source))
 
 
 def is_expression(value: Any) -> bool:

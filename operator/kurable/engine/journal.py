@@ -1,9 +1,15 @@
 """The journal of a workflow run, and the replay that turns it into the run's state.
 
 A journal is an append-only list of records, one per decision that was committed:
-the run started (with its pinned definition), a step started (with its wake-up time
-when it is a timer), a step completed / failed / was skipped, the run finished. The
-state of a run is a pure fold of its journal; nothing else is remembered.
+
+- `WorkflowStarted`: the pinned definition, input, and where it came from;
+- `SignalReceived`: a signal, journaled when it arrives (before or during its wait);
+- `StepStarted`: an attempt began (with its deadline, or a timer's wake-up time);
+- `StepCompleted` / `StepFailed` / `StepSkipped`: an outcome, and where the run goes;
+- `RunFailing`: the run failed, timed out or was cancelled: compensation begins;
+- `WorkflowFinished`: the end.
+
+The state of a run is a pure fold of its journal; nothing else is remembered.
 """
 
 from __future__ import annotations
@@ -12,16 +18,21 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from kurable.api.v1alpha1 import WorkflowSpec
+
 RecordType = Literal[
     "WorkflowStarted",
+    "SignalReceived",
     "StepStarted",
     "StepCompleted",
     "StepFailed",
     "StepSkipped",
+    "RunFailing",
     "WorkflowFinished",
 ]
 
 TERMINAL_PHASES = ("Succeeded", "Failed", "Cancelled", "Invalid")
+IN_FLIGHT = ("Running", "Waiting")
 
 
 @dataclass(frozen=True)
@@ -70,25 +81,46 @@ class StepState:
 
     name: str
     phase: str = "Pending"
+    """Pending, Running, Waiting, Retrying, Succeeded, Failed or Skipped."""
     attempts: int = 0
     started_at: str | None = None
     finished_at: str | None = None
     wake_at: str | None = None
+    """A timer's wake-up time, or when the next attempt of a retried step is due."""
+    deadline: str | None = None
+    """When the attempt in flight times out."""
     output: Any = None
-    message: str | None = None
+    error: dict[str, Any] | None = None
     visits: int = 0
+
+    @property
+    def in_flight(self) -> bool:
+        return self.phase in IN_FLIGHT
+
+
+@dataclass(frozen=True)
+class Signal:
+    """A journaled signal."""
+
+    seq: int
+    name: str
+    payload: Any
 
 
 @dataclass(frozen=True)
 class RunState:
     """The state of a run, replayed from its journal."""
 
-    definition: dict[str, Any] | None = None
+    spec: WorkflowSpec | None = None
     """The pinned definition (steps, output, retry, timeout) from WorkflowStarted."""
     input: Any = None
     workflow: dict[str, Any] = field(default_factory=dict)
     """name, namespace and uid of the run, as expressions see them."""
+    template: dict[str, Any] | None = None
+    """The WorkflowTemplate (name, generation) the definition was pinned from."""
     started_at: str | None = None
+    deadline: str | None = None
+    """When the whole run times out."""
     position: str | None = None
     """The step to run next (None once past the last step)."""
     steps: dict[str, StepState] = field(default_factory=dict)
@@ -96,8 +128,16 @@ class RunState:
     """Steps in the order they completed (the order compensation reverses)."""
     vars: dict[str, Any] = field(default_factory=dict)
     transitions: int = 0
+    signals: tuple[Signal, ...] = ()
+    consumed: frozenset[int] = frozenset()
+    """Sequence numbers of the signals a `wait` step has taken."""
+    failing: dict[str, Any] | None = None
+    """Set by RunFailing: {phase, error}; compensation is under way."""
+    compensated: tuple[str, ...] = ()
+    """Steps whose compensation completed."""
     phase: str | None = None
     """Terminal phase once WorkflowFinished is journaled."""
+    reason: str | None = None
     finished_at: str | None = None
     output: Any = None
     error: dict[str, Any] | None = None
@@ -109,6 +149,13 @@ class RunState:
 
     def step(self, name: str) -> StepState:
         return self.steps.get(name) or StepState(name=name)
+
+    def pending_signal(self, name: str) -> Signal | None:
+        """The oldest journaled signal `name` that no wait step has taken yet."""
+        for signal in self.signals:
+            if signal.name == name and signal.seq not in self.consumed:
+                return signal
+        return None
 
 
 def fold(records: list[Record]) -> RunState:
@@ -126,71 +173,98 @@ def apply(state: RunState, record: Record) -> RunState:
     if record.type == "WorkflowStarted":
         return replace(
             state,
-            definition=data["definition"],
+            spec=WorkflowSpec.model_validate(data["definition"]),
             input=data.get("input"),
             workflow=data.get("workflow") or {},
+            template=data.get("template"),
             started_at=record.at,
+            deadline=data.get("deadline"),
             position=data.get("first"),
         )
+    if record.type == "SignalReceived":
+        signal = Signal(record.seq, data["name"], data.get("payload"))
+        return replace(state, signals=(*state.signals, signal))
+    if record.type == "RunFailing":
+        return replace(state, failing={"phase": data["phase"], "error": data["error"]})
     if record.type == "WorkflowFinished":
         return replace(
             state,
             phase=data["phase"],
+            reason=data.get("reason"),
             finished_at=record.at,
             output=data.get("output"),
             error=data.get("error"),
-            position=None,
         )
     assert record.step is not None, f"record {record.seq} ({record.type}) names no step"
     step = state.step(record.step)
     if record.type == "StepStarted":
-        new_visit = step.phase in ("Pending", "Succeeded", "Skipped", "Failed")
+        new_visit = step.phase not in (*IN_FLIGHT, "Retrying")
         step = replace(
             step,
-            phase="Waiting" if data.get("wakeAt") else "Running",
+            phase="Waiting" if data.get("wakeAt") or data.get("signal") else "Running",
             attempts=record.attempt or 1,
             started_at=record.at if new_visit else step.started_at,
             finished_at=None,
             wake_at=data.get("wakeAt"),
-            message=None if new_visit else step.message,
+            deadline=data.get("deadline"),
+            output=None if new_visit else step.output,
+            error=None if new_visit else step.error,
             visits=step.visits + (1 if new_visit else 0),
         )
         return _with_step(state, step)
-    # The outcome records close the step and say where the run goes next.
-    moved = replace(
+
+    if record.type == "StepFailed" and data.get("retryAt"):
+        # One attempt failed; another is due at retryAt. The run stays on this step.
+        step = replace(
+            step,
+            phase="Retrying",
+            attempts=record.attempt or step.attempts,
+            wake_at=data["retryAt"],
+            deadline=None,
+            error=data.get("error"),
+        )
+        return _with_step(state, step)
+
+    # An outcome closes the step's visit.
+    fresh = step.phase not in (*IN_FLIGHT, "Retrying")
+    step = replace(
+        step,
+        attempts=record.attempt or max(step.attempts, 1 if record.type != "StepSkipped" else 0),
+        started_at=record.at if fresh else step.started_at,
+        finished_at=record.at,
+        wake_at=None,
+        deadline=None,
+        visits=step.visits + (1 if fresh else 0),
+    )
+    if record.type == "StepCompleted":
+        step = replace(step, phase="Succeeded", output=data.get("output"), error=None)
+    elif record.type == "StepSkipped":
+        step = replace(step, phase="Skipped", output=None, error=None)
+    else:
+        step = replace(step, phase="Failed", error=data.get("error"))
+    state = _with_step(state, step)
+
+    consumed = state.consumed
+    if data.get("consumed") is not None:
+        consumed = consumed | {int(data["consumed"])}
+    if state.failing is not None:
+        # A compensation step: it never moves the run's position.
+        if record.type == "StepCompleted":
+            state = replace(state, compensated=(*state.compensated, data.get("of", step.name)))
+        return replace(state, consumed=consumed)
+    state = replace(
         state,
         position=data.get("next"),
         transitions=state.transitions + 1,
+        consumed=consumed,
     )
     if record.type == "StepCompleted":
-        step = replace(
-            step,
-            phase="Succeeded",
-            attempts=record.attempt or max(step.attempts, 1),
-            started_at=step.started_at if step.phase in ("Running", "Waiting") else record.at,
-            finished_at=record.at,
-            wake_at=None,
-            output=data.get("output"),
-            message=None,
-            visits=step.visits + (0 if step.phase in ("Running", "Waiting") else 1),
-        )
-        moved = replace(
-            moved,
+        state = replace(
+            state,
             vars={**state.vars, **(data.get("vars") or {})},
             completed=(*state.completed, step.name),
         )
-    elif record.type == "StepSkipped":
-        step = replace(step, phase="Skipped", finished_at=record.at, visits=step.visits + 1)
-    elif record.type == "StepFailed":
-        step = replace(
-            step,
-            phase="Failed",
-            attempts=record.attempt or max(step.attempts, 1),
-            finished_at=record.at,
-            wake_at=None,
-            message=(data.get("error") or {}).get("message"),
-        )
-    return _with_step(moved, step)
+    return state
 
 
 def _with_step(state: RunState, step: StepState) -> RunState:
@@ -198,9 +272,9 @@ def _with_step(state: RunState, step: StepState) -> RunState:
 
 
 def now_rfc3339(now: datetime | None = None) -> str:
-    """`now` (default: the current time) as RFC 3339 UTC with milliseconds."""
+    """`now` (default: the current time) as RFC 3339 UTC with microseconds."""
     moment = (now or datetime.now(UTC)).astimezone(UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def parse_time(text: str) -> datetime:

@@ -37,6 +37,8 @@ def project(
     suspended = isinstance(decision, Wait) and decision.reason == "Suspended"
     if state.finished:
         phase = state.phase
+    elif state.failing is not None:
+        phase = "Running"  # compensating; the terminal phase is not reached yet
     elif suspended:
         phase = "Suspended"
     elif state.started_at is None:
@@ -49,9 +51,13 @@ def project(
         key=lambda s: (s.finished_at is None, s.finished_at or s.started_at or ""),
     )[-RECENT_STEPS:]
     message = _message(state, phase, decision)
+    current = _current_step(state)
     status: dict[str, Any] = {
         "phase": phase,
-        "currentStep": None if state.finished else state.position,
+        "reason": state.reason,
+        "currentStep": current.name if current else None,
+        "attempts": current.attempts if current else None,
+        "template": state.template,
         "message": message,
         "startedAt": state.started_at,
         "finishedAt": state.finished_at,
@@ -68,7 +74,22 @@ def project(
     return status
 
 
+def _current_step(state: RunState) -> StepState | None:
+    """The step in flight: a compensation while failing, else the run's position."""
+    if state.finished:
+        return None
+    if state.failing is not None:
+        active = [s for s in state.steps.values() if s.name.endswith(":compensate")]
+        live = [s for s in active if s.in_flight or s.phase == "Retrying"]
+        return live[-1] if live else None
+    return state.step(state.position) if state.position else None
+
+
 def _message(state: RunState, phase: str | None, decision: Decision | None) -> str | None:
+    if state.failing is not None and not state.finished:
+        cause = state.failing["error"]
+        where = f"step {cause['step']}: " if cause.get("step") else ""
+        return f"compensating after: {where}{cause.get('message', '')}"
     if state.error:
         where = f"step {state.error['step']}: " if state.error.get("step") else ""
         return f"{where}{state.error.get('message', '')}"
@@ -88,7 +109,7 @@ def _step_status(step: StepState) -> dict[str, Any]:
         "finishedAt": step.finished_at,
         "wakeAt": step.wake_at,
         "output": shorten(step.output),
-        "message": step.message,
+        "message": (step.error or {}).get("message"),
     }
 
 
@@ -104,8 +125,7 @@ def conditions(
     if phase == "Succeeded":
         succeeded = ("True", "Succeeded")
     elif phase in ("Failed", "Cancelled", "Invalid"):
-        reason = (state.error or {}).get("reason") or phase
-        succeeded = ("False", phase if phase != "Failed" else reason)
+        succeeded = ("False", state.reason or phase)
     else:
         succeeded = ("Unknown", phase or "Pending")
     wanted = {

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aetcd
+import aiohttp
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 
@@ -25,6 +26,7 @@ class Runtime:
     fence: Fence
     journal: Journal
     api: k8s.ApiClient
+    http: aiohttp.ClientSession
     wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
 
     @classmethod
@@ -38,10 +40,17 @@ class Runtime:
         log.info(
             "executor %s on etcd %s prefix %s", fence.id, etcd_config.endpoints, etcd_config.prefix
         )
-        return cls(etcd=etcd, fence=fence, journal=Journal(etcd, etcd_config.prefix), api=api)
+        return cls(
+            etcd=etcd,
+            fence=fence,
+            journal=Journal(etcd, etcd_config.prefix),
+            api=api,
+            http=aiohttp.ClientSession(),
+        )
 
     async def close(self) -> None:
         await self.fence.stop()
+        await self.http.close()
         await self.api.close()
         await self.etcd.close()
 
@@ -53,6 +62,28 @@ class Runtime:
     def prefix(self) -> str:
         """The operator's etcd key prefix."""
         return self.journal.prefix
+
+    async def get(self, kind: ResourceKind, namespace: str, name: str) -> dict[str, Any] | None:
+        """One object of ours, or None when it does not exist."""
+        try:
+            obj: dict[str, Any] = await k8s.CustomObjectsApi(self.api).get_namespaced_custom_object(
+                GROUP, VERSION, namespace, kind.plural, name
+            )
+        except k8s.ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return obj
+
+    async def delete(self, kind: ResourceKind, namespace: str, name: str) -> None:
+        """Delete one object of ours (gone already is fine)."""
+        try:
+            await k8s.CustomObjectsApi(self.api).delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, kind.plural, name
+            )
+        except k8s.ApiException as e:
+            if e.status != 404:
+                raise
 
     async def patch_status(
         self,
@@ -80,22 +111,8 @@ class Runtime:
             _content_type="application/merge-patch+json",  # type: ignore[call-arg]
         )
 
-    async def get_object(
-        self, kind: ResourceKind, namespace: str, name: str
-    ) -> dict[str, Any] | None:
-        """One object of a Kurable kind, None when it does not exist."""
-        try:
-            obj: dict[str, Any] = await k8s.CustomObjectsApi(self.api).get_namespaced_custom_object(
-                GROUP, VERSION, namespace, kind.plural, name
-            )
-        except k8s.ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-        return obj
-
     async def list_objects(self, kind: ResourceKind, namespace: str) -> list[dict[str, Any]]:
-        """Every object of a Kurable kind in a namespace."""
+        """Every object of ours of one kind in a namespace."""
         listed = await k8s.CustomObjectsApi(self.api).list_namespaced_custom_object(
             GROUP, VERSION, namespace, kind.plural
         )

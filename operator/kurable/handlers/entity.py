@@ -56,7 +56,7 @@ async def initialize(
     generation = body.get("metadata", {}).get("generation")
     snapshot = await store.load_snapshot(runtime.etcd, runtime.prefix, ref)
     if snapshot is None:
-        type_obj = await runtime.get_object(ENTITY_TYPE, namespace, ref.type)
+        type_obj = await runtime.get(ENTITY_TYPE, namespace, ref.type)
         if type_obj is None:
             await _entity_invalid(
                 runtime,

@@ -1,42 +1,69 @@
 """Workflow handlers: a daemon per unfinished run drives it from its journal.
 
 The daemon is thin: it asks the pure engine what to do next, journals the answer
-in etcd (commit protocol of DESIGN.md), and projects status from the journal.
-kopf starts it for every unfinished Workflow when the operator starts, which is
-the whole of crash recovery.
+in etcd (commit protocol of DESIGN.md), performs actions with outside effects, and
+projects status from the journal. kopf starts it for every Workflow when the
+operator starts, which is the whole of crash recovery.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+import jsonschema
 import kopf
 from pydantic import ValidationError
 
-from kurable.api.v1alpha1 import GROUP, VERSION, WORKFLOW, WorkflowSpec
+from kurable.api.v1alpha1 import (
+    GROUP,
+    VERSION,
+    WORKFLOW,
+    WORKFLOW_TEMPLATE,
+    WorkflowSpec,
+    WorkflowTemplateSpec,
+)
 from kurable.engine import decide, expressions
-from kurable.engine.journal import TERMINAL_PHASES, Record, RunState, apply, fold, now_rfc3339
+from kurable.engine.journal import (
+    TERMINAL_PHASES,
+    Record,
+    RunState,
+    apply,
+    fold,
+    now_rfc3339,
+    parse_time,
+)
 from kurable.engine.status import project
 from kurable.store.journal import Fenced, SlotTaken
 
+from ._actions import RunRef, perform
 from ._runtime import Runtime
 
 COALESCE_SECONDS = 0.5
 """While steps commit back to back, status is patched at most this often."""
 CLAIM_RETRY_SECONDS = 5.0
+TEMPLATE_RETRY_SECONDS = 5.0
+SIGNAL_PREFIX = "kurable.dev/signal."
+
+Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 
 @kopf.on.event(GROUP, VERSION, WORKFLOW.plural)
-async def wake(uid: str, memo: kopf.Memo, **_: Any) -> None:
-    """Any change (spec flags, annotations) may unblock a waiting run: wake its executor."""
+async def wake(uid: str, body: kopf.Body, memo: Any, **_: Any) -> None:
+    """Any change (spec flags, signals, a child's status) may unblock a waiting run."""
     runtime: Runtime | None = memo.get("runtime")
-    if runtime is not None and uid in runtime.wakeups:
-        runtime.wakeups[uid].set()
+    if runtime is None:
+        return
+    owners = [o.get("uid") for o in body.get("metadata", {}).get("ownerReferences") or []]
+    for target in (uid, *owners):
+        if target in runtime.wakeups:
+            runtime.wakeups[target].set()
 
 
 # No `when=` filter on the phase: kopf would stop the daemon the moment its own final
@@ -48,139 +75,237 @@ async def execute(
     name: str,
     namespace: str | None,
     memo: Any,
-    logger: logging.Logger | logging.LoggerAdapter[Any],
+    logger: Logger,
     **_: Any,
 ) -> None:
     """Run a workflow to its end (or until the daemon is stopped)."""
-    if body.get("status", {}).get("phase") in TERMINAL_PHASES:
-        return  # status is projected from the journal: the journal says finished too
-    runtime: Runtime = memo["runtime"]
     assert namespace is not None, "Workflows are namespaced"
-    run = _Run(runtime, body, uid, name, namespace, logger)
-    try:
-        await run.drive()
-    finally:
-        runtime.wakeups.pop(uid, None)
+    runtime: Runtime = memo["runtime"]
+    finished_at = body.get("status", {}).get("finishedAt")
+    if body.get("status", {}).get("phase") not in TERMINAL_PHASES:
+        # Status is projected from the journal: a terminal status means a finished journal.
+        run = _Run(runtime, body, RunRef(name, namespace, uid), logger)
+        try:
+            await run.drive()
+        finally:
+            runtime.wakeups.pop(uid, None)
+        finished_at = run.state.finished_at
+    ttl = body.get("spec", {}).get("ttlSecondsAfterFinished")
+    if ttl is not None and finished_at:
+        await _expire(runtime, namespace, name, parse_time(finished_at).timestamp() + ttl)
 
 
 @kopf.on.delete(GROUP, VERSION, WORKFLOW.plural)
-async def forget(
-    uid: str, memo: Any, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
-) -> None:
+async def forget(uid: str, memo: Any, logger: Logger, **_: Any) -> None:
     """Deleting a Workflow removes its journal (the finalizer waits for this)."""
     runtime: Runtime = memo["runtime"]
     deleted = await runtime.journal.forget(uid)
     logger.info(f"removed the journal ({deleted} keys)")
 
 
+async def _expire(runtime: Runtime, namespace: str, name: str, at: float) -> None:
+    """ttlSecondsAfterFinished: delete a finished run once its time is up."""
+    remaining = at - time.time()
+    if remaining > 0:
+        await asyncio.sleep(remaining)
+    await runtime.delete(WORKFLOW, namespace, name)
+
+
+class _Invalid(Exception):
+    """The run cannot start; the message says what to fix."""
+
+
+class _NotYet(Exception):
+    """The run cannot start yet (e.g. its template does not exist); retry later."""
+
+
 class _Run:
     """One executor's hold on one run."""
 
-    def __init__(
-        self,
-        runtime: Runtime,
-        body: kopf.Body,
-        uid: str,
-        name: str,
-        namespace: str,
-        logger: logging.Logger | logging.LoggerAdapter[Any],
-    ) -> None:
+    def __init__(self, runtime: Runtime, body: kopf.Body, ref: RunRef, logger: Logger) -> None:
         self.runtime = runtime
         self.body = body
-        self.uid = uid
-        self.name = name
-        self.namespace = namespace
+        self.ref = ref
         self.logger = logger
         self.records: list[Record] = []
         self.state = RunState()
         self.revision = 0
         self.last_status: dict[str, Any] | None = None
         self.last_patch = 0.0
-        self.wakeup = runtime.wakeup(uid)
+        self.wakeup = runtime.wakeup(ref.uid)
+        self.unpublished: decide.Decision | None = None
+        self.publisher: asyncio.Task[None] | None = None
 
     async def drive(self) -> None:
         await self._claim()
         try:
             await self._reload()
-            if not self.records and not await self._start():
-                return
-            while True:
+            while not self.records:
+                try:
+                    await self._start()
+                except _NotYet as e:
+                    await self._stalled(str(e))
+                    await self._sleep(decide.Wait(None, str(e)), TEMPLATE_RETRY_SECONDS)
+            while not self.state.finished:
                 await self._step_once()
-                if self.state.finished:
-                    await self._publish(decide.Done(), force=True)
-                    return
+            await self._publish(decide.Done(), force=True)
         except Fenced as e:
             self.logger.warning(f"stopped driving the run: {e}")
         finally:
+            if self.publisher is not None and not self.publisher.done():
+                self.publisher.cancel()
             with contextlib.suppress(Exception):
-                await self.runtime.fence.release(self.uid)
+                await self.runtime.fence.release(self.ref.uid)
 
     async def _claim(self) -> None:
         """Hold the run's fencing key; wait while another live executor holds it."""
-        while (holder := await self.runtime.fence.claim(self.uid)) is not None:
+        while (holder := await self.runtime.fence.claim(self.ref.uid)) is not None:
             self.logger.info(f"run is held by executor {holder}; waiting")
             await asyncio.sleep(CLAIM_RETRY_SECONDS)
 
     async def _reload(self) -> None:
-        self.records, self.revision = await self.runtime.journal.load(self.uid)
+        self.records, self.revision = await self.runtime.journal.load(self.ref.uid)
         self.state = fold(self.records)
 
-    async def _start(self) -> bool:
-        """Validate and pin the definition as the journal's first record."""
+    # -- starting -----------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        """Resolve, validate and pin the definition as the journal's first record."""
+        try:
+            definition, template = await self._resolve()
+        except _Invalid as e:
+            await self._commit(
+                decide.Commit(
+                    "WorkflowFinished",
+                    data={
+                        "phase": "Invalid",
+                        "reason": "Invalid",
+                        "error": {"reason": "Invalid", "message": str(e)},
+                    },
+                )
+            )
+            self._event("Warning", "Invalid", str(e))
+            return
+        workflow = {"name": self.ref.name, "namespace": self.ref.namespace, "uid": self.ref.uid}
+        start = decide.start_record(
+            definition, definition.input, workflow, datetime.now(UTC), template
+        )
+        await self._commit(start)
+        origin = ""
+        if template is not None:
+            origin = f" from template {template['name']} (generation {template['generation']})"
+        self._event("Normal", "Started", f"pinned {len(definition.steps or [])} steps{origin}")
+
+    async def _resolve(self) -> tuple[WorkflowSpec, dict[str, Any] | None]:
         spec = dict(self.body.get("spec", {}))
         try:
             definition = WorkflowSpec.model_validate(spec)
-            if definition.template_ref is not None:
-                raise _Invalid(
-                    "spec.templateRef: runs from templates are not supported by this operator "
-                    "version; write the steps inline"
-                )
-            for step in definition.steps or []:
-                for field_name in ("set", "when"):
-                    value = getattr(step, field_name)
-                    if value is not None:
-                        expressions.check(value, f"spec.steps[{step.name}].{field_name}")
-            expressions.check(definition.output, "spec.output")
         except ValidationError as e:
-            return await self._invalid(_validation_message(e))
-        except (_Invalid, expressions.ExpressionError) as e:
-            return await self._invalid(str(e))
-        workflow = {"name": self.name, "namespace": self.namespace, "uid": self.uid}
-        await self._commit(decide.start_record(definition, definition.input, workflow))
-        self._event(
-            "Normal", "Started", f"pinned definition with {len(definition.steps or [])} steps"
-        )
-        return True
-
-    async def _invalid(self, message: str) -> bool:
-        await self._commit(
-            decide.Commit(
-                "WorkflowFinished",
-                data={"phase": "Invalid", "error": {"reason": "Invalid", "message": message}},
+            raise _Invalid(_validation_message(e, "spec")) from None
+        template_info = None
+        if definition.template_ref is not None:
+            name = definition.template_ref.name
+            template = await self.runtime.get(WORKFLOW_TEMPLATE, self.ref.namespace, name)
+            if template is None:
+                raise _NotYet(f"WorkflowTemplate {name!r} not found; waiting for it")
+            try:
+                tspec = WorkflowTemplateSpec.model_validate(template.get("spec", {}))
+            except ValidationError as e:
+                raise _Invalid(
+                    f"WorkflowTemplate {name}: {_validation_message(e, 'spec')}"
+                ) from None
+            if tspec.input_schema is not None:
+                _check_input(tspec.input_schema, definition.input)
+            definition = definition.model_copy(
+                update={
+                    "steps": tspec.steps,
+                    "template_ref": None,
+                    "output": definition.output if definition.output is not None else tspec.output,
+                    "retry": definition.retry or tspec.retry,
+                    "timeout": definition.timeout or tspec.timeout,
+                }
             )
-        )
-        await self._publish(decide.Done(), force=True)
-        self._event("Warning", "Invalid", message)
-        return False
+            meta = template["metadata"]
+            template_info = {
+                "name": name,
+                "generation": meta.get("generation"),
+                "uid": meta.get("uid"),
+            }
+        try:
+            check_expressions(definition, "spec")
+        except expressions.ExpressionError as e:
+            raise _Invalid(str(e)) from None
+        return definition, template_info
+
+    async def _stalled(self, message: str) -> None:
+        conditions = [
+            {
+                "type": "Stalled",
+                "status": "True",
+                "reason": "WaitingForTemplate",
+                "message": message,
+                "lastTransitionTime": now_rfc3339(),
+            },
+        ]
+        status = {"phase": "Pending", "message": message, "conditions": conditions}
+        if self.last_status != status:
+            await self.runtime.patch_status(WORKFLOW, self.ref.namespace, self.ref.name, status)
+            self._event("Warning", "Stalled", message)
+            self.last_status = status
+
+    # -- running ------------------------------------------------------------------------
 
     async def _step_once(self) -> None:
+        await self._ingest_signals()
+        spec = self.body.get("spec", {})
+        flags = decide.Flags(suspend=bool(spec.get("suspend")), cancel=bool(spec.get("cancel")))
         now = datetime.now(UTC)
-        flags = decide.Flags(suspend=bool(self.body.get("spec", {}).get("suspend")))
         decision = decide.next_decision(self.state, now, flags)
         if isinstance(decision, decide.Commit):
             await self._commit(decision)
             await self._publish(decision)
+        elif isinstance(decision, decide.Act):
+            await self._publish(decision)
+            context = decide.evaluation_context(self.state)
+            output, error = await perform(self.runtime, self.ref, decision, context, self.wakeup)
+            await self._commit(
+                decide.outcome(self.state, decision, datetime.now(UTC), output, error)
+            )
+            await self._publish(decision)
         elif isinstance(decision, decide.Wait):
             await self._publish(decision, force=True)
             await self._sleep(decision)
-        elif isinstance(decision, decide.Act):
-            raise NotImplementedError(f"no executor for step kind {decision.step.action}")
 
-    async def _sleep(self, decision: decide.Wait) -> None:
+    async def _ingest_signals(self) -> None:
+        """Journal each new `kurable.dev/signal.NAME` annotation once."""
+        annotations = self.body.get("metadata", {}).get("annotations") or {}
+        seen = {(s.name, json.dumps(s.payload, sort_keys=True)) for s in self.state.signals}
+        for key, raw in sorted(annotations.items()):
+            if not key.startswith(SIGNAL_PREFIX):
+                continue
+            name = key[len(SIGNAL_PREFIX) :]
+            try:
+                payload = json.loads(raw) if raw.strip() else None
+            except json.JSONDecodeError as e:
+                marker = ("!invalid", f"{name}={raw}")
+                if marker not in seen:
+                    self._event("Warning", "InvalidSignal", f"{key}: not JSON ({e})")
+                    seen.add(marker)
+                continue
+            if (name, json.dumps(payload, sort_keys=True)) in seen:
+                continue
+            await self._commit(
+                decide.Commit("SignalReceived", data={"name": name, "payload": payload})
+            )
+            self._event("Normal", "Signal", f"received signal {name}")
+            seen.add((name, json.dumps(payload, sort_keys=True)))
+
+    async def _sleep(self, decision: decide.Wait, cap: float | None = None) -> None:
         self.wakeup.clear()
-        timeout = None
+        timeout = cap
         if decision.until is not None:
-            timeout = max(0.0, (decision.until - datetime.now(UTC)).total_seconds())
+            until = max(0.0, (decision.until - datetime.now(UTC)).total_seconds())
+            timeout = until if timeout is None else min(timeout, until)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wakeup.wait(), timeout)
 
@@ -195,52 +320,75 @@ class _Run:
             executor=self.runtime.fence.id,
         )
         try:
-            self.revision = await self.runtime.journal.append(self.uid, record, self.runtime.fence)
+            self.revision = await self.runtime.journal.append(
+                self.ref.uid, record, self.runtime.fence
+            )
         except SlotTaken:
             # Someone else committed this slot; the journal is the truth: read it again.
             await self._reload()
             return
         self.records.append(record)
-        previous_phase = self.state.phase
         self.state = apply(self.state, record)
-        self._announce(record, previous_phase)
+        self._announce(record)
 
-    def _announce(self, record: Record, previous_phase: str | None) -> None:
-        if record.type == "WorkflowFinished" and record.data["phase"] != previous_phase:
-            phase = record.data["phase"]
-            error = record.data.get("error") or {}
-            if phase == "Succeeded":
-                self._event("Normal", "Succeeded", "all steps completed")
-            elif phase != "Invalid":
-                self._event("Warning", phase, error.get("message", phase))
+    def _announce(self, record: Record) -> None:
+        data = record.data
+        if record.type == "WorkflowFinished" and data["phase"] != "Invalid":
+            message = (data.get("error") or {}).get("message") or "all steps completed"
+            kind = "Normal" if data["phase"] == "Succeeded" else "Warning"
+            self._event(kind, data["phase"], f"{message} ({data.get('reason')})")
         elif record.type == "StepFailed":
+            error = data.get("error") or {}
+            text = f"{record.step} attempt {record.attempt}: {error.get('message')}"
+            if data.get("retryAt"):
+                self._event("Warning", "Retrying", f"{text}; next attempt at {data['retryAt']}")
+            else:
+                self._event("Warning", "StepFailed", text)
+        elif record.type == "RunFailing":
+            error = data.get("error") or {}
             self._event(
-                "Warning", "StepFailed", f"{record.step}: {record.data['error']['message']}"
+                "Warning", "Failing", f"{error.get('reason')}: {error.get('message')}; compensating"
             )
 
     async def _publish(self, decision: decide.Decision, force: bool = False) -> None:
-        """Patch status from the journal, coalescing while steps commit back to back."""
-        if not force and time.monotonic() - self.last_patch < COALESCE_SECONDS:
+        """Patch status from the journal. While steps commit back to back, patches are
+        coalesced in the background, so a step never waits for the API server."""
+        self.unpublished = decision
+        if force:
+            if self.publisher is not None:
+                await self.publisher
+            await self._patch_latest()
+        elif self.publisher is None or self.publisher.done():
+            self.publisher = asyncio.create_task(self._publish_later())
+
+    async def _publish_later(self) -> None:
+        await asyncio.sleep(max(0.0, COALESCE_SECONDS - (time.monotonic() - self.last_patch)))
+        try:
+            await self._patch_latest()
+        except Exception as e:  # status is a projection: the next publish repairs it
+            self.logger.warning(f"could not patch status: {e}")
+
+    async def _patch_latest(self) -> None:
+        if self.unpublished is None:
             return
+        decision, self.unpublished = self.unpublished, None
+        previous = self.last_status or dict(self.body.get("status") or {})
         status = project(
             self.state,
             generation=self.body.get("metadata", {}).get("generation"),
             decision=decision,
-            previous_conditions=(self.last_status or dict(self.body.get("status", {}))).get(
-                "conditions"
-            ),
+            previous_conditions=previous.get("conditions"),
             now=now_rfc3339(),
             journal_revision=self.revision,
         )
-        comparable = {k: v for k, v in status.items() if k != "conditions"}
-        if self.last_status is not None and comparable == {
-            k: v for k, v in self.last_status.items() if k != "conditions"
-        }:
+        if self.last_status is not None and _same(status, self.last_status):
             return
-        await self.runtime.patch_status(WORKFLOW, self.namespace, self.name, status)
+        await self.runtime.patch_status(WORKFLOW, self.ref.namespace, self.ref.name, status)
         # Terminal phases are announced when their record commits (see _announce).
-        before = (self.last_status or self.body.get("status") or {}).get("phase")
-        if status["phase"] != before and status["phase"] in ("Running", "Suspended"):
+        if status["phase"] != previous.get("phase") and status["phase"] in (
+            "Running",
+            "Suspended",
+        ):
             self._event("Normal", status["phase"], status.get("message") or status["phase"])
         self.last_status = status
         self.last_patch = time.monotonic()
@@ -252,16 +400,50 @@ class _Run:
             kopf.info(self.body, reason=reason, message=message)
 
 
-class _Invalid(Exception):
-    pass
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Equal apart from condition timestamps."""
+    return {k: v for k, v in a.items() if k != "conditions"} == {
+        k: v for k, v in b.items() if k != "conditions"
+    } and [(c["type"], c["status"]) for c in a.get("conditions") or []] == [
+        (c["type"], c["status"]) for c in b.get("conditions") or []
+    ]
 
 
-def _validation_message(error: ValidationError) -> str:
-    """pydantic's errors as `spec.steps[0].sleep.duration: <problem>`, one per line."""
-    lines = []
-    for item in error.errors()[:5]:
-        path = "spec"
-        for part in item["loc"]:
-            path += f"[{part}]" if isinstance(part, int) else f".{part}"
-        lines.append(f"{path}: {item['msg']}")
-    return "; ".join(lines)
+def check_expressions(definition: WorkflowSpec | WorkflowTemplateSpec, where: str) -> None:
+    """Compile every expression of a definition; raise naming the step and field."""
+    for step in definition.steps or []:
+        for field_name in ("set", "when"):
+            value = getattr(step, field_name)
+            if value is not None:
+                expressions.check(value, f"{where}.steps[{step.name}].{field_name}")
+        for action in ("http", "workflow", "entity", "emit"):
+            value = getattr(step, action)
+            if value is not None:
+                expressions.check(value.to_wire(), f"{where}.steps[{step.name}].{action}")
+        if step.compensate is not None:
+            expressions.check(step.compensate, f"{where}.steps[{step.name}].compensate")
+    expressions.check(definition.output, f"{where}.output")
+
+
+def _check_input(schema: dict[str, Any], value: Any) -> None:
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as e:
+        raise _Invalid(f"the template's inputSchema is not a valid schema: {e.message}") from None
+    errors = sorted(
+        jsonschema.Draft202012Validator(schema).iter_errors(value),
+        key=lambda e: list(e.absolute_path),
+    )
+    if errors:
+        problems = [f"{_json_path('spec.input', e.absolute_path)}: {e.message}" for e in errors[:5]]
+        raise _Invalid("input does not match the template's inputSchema: " + "; ".join(problems))
+
+
+def _json_path(root: str, parts: Iterable[Any]) -> str:
+    """`spec.steps[0].sleep` from ("steps", 0, "sleep")."""
+    return root + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
+
+
+def _validation_message(error: ValidationError, root: str) -> str:
+    """pydantic's errors as `spec.steps[0].sleep.duration: <problem>`, joined."""
+    return "; ".join(f"{_json_path(root, e['loc'])}: {e['msg']}" for e in error.errors()[:5])

@@ -19,7 +19,7 @@ WORKFLOW = {"name": "w", "namespace": "ns", "uid": "u-1"}
 
 def start(spec: dict[str, Any]) -> list[Record]:
     definition = WorkflowSpec.model_validate(spec)
-    commit = decide.start_record(definition, definition.input, WORKFLOW)
+    commit = decide.start_record(definition, definition.input, WORKFLOW, T0)
     return [to_record(commit, 0, T0)]
 
 
@@ -131,12 +131,13 @@ def test_suspend_pauses_before_the_next_step_and_resumes() -> None:
     assert fold(journal).phase == "Succeeded"
 
 
-def test_step_kinds_this_engine_does_not_execute_fail_clearly() -> None:
-    spec = {"steps": [{"name": "call", "http": {"url": "http://x"}}]}
-    journal, _ = run(start(spec), T0)
-    state = fold(journal)
-    assert state.phase == "Failed"
-    assert state.error is not None and "'http' is not executed" in state.error["message"]
+def test_acting_steps_journal_their_start_then_ask_the_executor_to_act() -> None:
+    spec = {"steps": [{"name": "call", "http": {"url": "http://x"}, "timeout": "10s"}]}
+    journal, decision = run(start(spec), T0)
+    assert [r.type for r in journal][-1] == "StepStarted"
+    assert isinstance(decision, decide.Act)
+    assert decision.step.name == "call" and decision.attempt == 1
+    assert decision.deadline == T0 + timedelta(seconds=10)
 
 
 def test_sleep_until_a_timestamp_from_input() -> None:

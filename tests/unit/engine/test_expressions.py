@@ -56,3 +56,23 @@ def test_programs_are_compiled_once() -> None:
     for _ in range(5):
         e.render("${ input.a * 3 }", CTX)
     assert e.compile_expression.cache_info().misses == 1
+
+
+def test_a_runaway_comprehension_fails_within_its_time_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+
+    monkeypatch.setattr(e, "TIME_BUDGET", 0.2)
+    ctx = {"input": {"xs": list(range(60))}}
+    runaway = "${ input.xs.map(a, input.xs.map(b, input.xs.map(c, a * b * c))) }"
+    started = time.monotonic()
+    with pytest.raises(e.ExpressionError, match="time budget"):
+        e.render(runaway, ctx)
+    assert time.monotonic() - started < 1.0
+
+
+def test_a_result_larger_than_the_size_budget_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(e, "SIZE_BUDGET", 1000)
+    with pytest.raises(e.ExpressionError, match="exceeds the budget"):
+        e.render("${ input.xs.map(x, 'abcdefghij') }", {"input": {"xs": list(range(200))}})

@@ -67,6 +67,7 @@ WORKFLOW = ResourceKind(
     printer_columns=(
         PrinterColumn("Phase", ".status.phase", description="Where the run is"),
         PrinterColumn("Step", ".status.currentStep", description="The step being run"),
+        PrinterColumn("Attempts", ".status.attempts", "integer", "Attempts of the step"),
         PrinterColumn("Done", ".status.stepsCompleted", "integer", "Steps finished", priority=0),
         PrinterColumn("Message", ".status.message", priority=1),
         AGE,

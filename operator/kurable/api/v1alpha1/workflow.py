@@ -314,7 +314,7 @@ class WorkflowSpec(Model):
 
 
 Phase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed", "Cancelled", "Invalid"]
-StepPhase = Literal["Pending", "Running", "Waiting", "Succeeded", "Failed", "Skipped"]
+StepPhase = Literal["Pending", "Running", "Waiting", "Retrying", "Succeeded", "Failed", "Skipped"]
 
 
 class StepStatus(Model):
@@ -338,6 +338,17 @@ class StepStatus(Model):
     """Error message of the last failed attempt."""
 
 
+class TemplateRef(Model):
+    """Which template definition a run runs."""
+
+    name: str
+    """The WorkflowTemplate."""
+    generation: int
+    """Its metadata.generation when the run started."""
+    uid: str | None = None
+    """Its uid (a template deleted and re-created is another template)."""
+
+
 class JournalRef(Model):
     """Where the full journal lives in etcd."""
 
@@ -352,8 +363,15 @@ class WorkflowStatus(Model):
 
     phase: Phase | None = None
     """Pending, Running, Suspended, Succeeded, Failed, Cancelled or Invalid."""
+    reason: str | None = None
+    """Why the run ended: Succeeded, StepFailed, Timeout, Cancelled, Compensated,
+    CompensationFailed, Invalid, ..."""
     current_step: str | None = None
-    """The step being run or waited for."""
+    """The step being run or waited for (`<step>:compensate` while compensating)."""
+    attempts: int | None = None
+    """Attempts of the current step."""
+    template: TemplateRef | None = None
+    """The WorkflowTemplate generation this run was pinned to at start."""
     message: str | None = None
     """What is happening, or what to fix."""
     started_at: str | None = None

@@ -1,0 +1,84 @@
+"""WorkflowTemplate handlers: validate a definition and say so in status.
+
+Runs pin the template they start with (see workflow.py), so a template can be edited
+or deleted at any time without changing a run in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import jsonschema
+import kopf
+from pydantic import ValidationError
+
+from kurable.api.v1alpha1 import GROUP, VERSION, WORKFLOW_TEMPLATE, WorkflowTemplateSpec
+from kurable.engine import expressions
+from kurable.engine.journal import now_rfc3339
+
+from .workflow import _validation_message, check_expressions
+
+Logger = logging.Logger | logging.LoggerAdapter[Any]
+
+
+def verdict(spec: dict[str, Any]) -> str | None:
+    """None when the definition is valid, else what to fix."""
+    try:
+        template = WorkflowTemplateSpec.model_validate(spec)
+    except ValidationError as e:
+        return _validation_message(e, "spec")
+    if template.input_schema is not None:
+        try:
+            jsonschema.Draft202012Validator.check_schema(template.input_schema)
+        except jsonschema.SchemaError as e:
+            return f"spec.inputSchema: {e.message}"
+    try:
+        check_expressions(template, "spec")
+    except expressions.ExpressionError as e:
+        return str(e)
+    names = {s.name for s in template.steps}
+    for step in template.steps:
+        for target, field in (
+            (step.next, "next"),
+            (step.on_failure and step.on_failure.goto, "onFailure.goto"),
+        ):
+            if target is not None and target not in names:
+                return f"spec.steps[{step.name}].{field}: no step named {target!r}"
+    return None
+
+
+@kopf.on.resume(GROUP, VERSION, WORKFLOW_TEMPLATE.plural)
+@kopf.on.create(GROUP, VERSION, WORKFLOW_TEMPLATE.plural)
+@kopf.on.update(GROUP, VERSION, WORKFLOW_TEMPLATE.plural, field="spec")
+async def validate(
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    logger: Logger,
+    **_: Any,
+) -> None:
+    """Validate the template and project the verdict into status."""
+    problem = verdict(dict(spec))
+    generation = meta.get("generation")
+    phase = "Invalid" if problem else "Valid"
+    before = {c.get("type"): c for c in status.get("conditions") or []}.get("Ready") or {}
+    ready = "False" if problem else "True"
+    patch.status["phase"] = phase
+    patch.status["message"] = problem
+    patch.status["observedGeneration"] = generation
+    patch.status["conditions"] = [
+        {
+            "type": "Ready",
+            "status": ready,
+            "reason": phase,
+            "message": problem or "definition is valid",
+            "lastTransitionTime": before.get("lastTransitionTime")
+            if before.get("status") == ready
+            else now_rfc3339(),
+            "observedGeneration": generation,
+        }
+    ]
+    if problem:
+        logger.warning(f"invalid: {problem}")

@@ -1,0 +1,459 @@
+"""The workflow engine on the real control plane: templates, signals, HTTP, retries,
+failover, sagas, cancel, timeouts, child workflows, ttl. Every example runs here."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from kurable.testing import ControlPlane, OperatorProcess
+from tests.conftest import ROOT
+
+from .conftest import apply, eventually, get, journal, wait_phase
+
+EXAMPLES = ROOT / "examples"
+
+
+def workflow(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "kurable.dev/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+class Service:
+    """A local HTTP service that fails the first `failures` calls of each key, and
+    counts requests per Idempotency-Key."""
+
+    def __init__(self, failures: int = 0, status: int = 503) -> None:
+        self.failures = failures
+        self.status = status
+        self.keys: Counter[str] = Counter()
+        self.bodies: list[Any] = []
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        key = request.headers.get("Idempotency-Key", "")
+        self.keys[key] += 1
+        if request.can_read_body:
+            self.bodies.append(await request.json())
+        if self.keys[key] <= self.failures:
+            return web.json_response({"error": "try again"}, status=self.status)
+        return web.json_response(
+            {
+                "path": request.path,
+                "calls": self.keys[key],
+                "auth": request.headers.get("Authorization"),
+            }
+        )
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        runner = web.AppRunner(app)
+        self._loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        self._loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._ready.set()
+        self._loop.run_forever()
+
+    def __enter__(self) -> Service:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+@pytest.fixture
+def service() -> Iterator[Service]:
+    with Service(failures=2) as s:
+        yield s
+
+
+def test_approval_example_waits_for_the_signal_from_kubectl_annotate(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    apply(control_plane, namespace, EXAMPLES / "approval" / "approval.yaml")
+    eventually(
+        lambda: get(control_plane, namespace, "wft/approval"),
+        lambda t: (t.get("status") or {}).get("phase") == "Valid",
+        30,
+        "the template to be validated",
+    )
+    wf = eventually(
+        lambda: get(control_plane, namespace, "workflow/expense-42"),
+        lambda w: (w.get("status") or {}).get("currentStep") == "approve",
+        30,
+        "the run to wait for approval",
+    )
+    assert wf["status"]["template"]["name"] == "approval"
+    assert wf["status"]["template"]["generation"] == 1
+    control_plane.kubectl(
+        "annotate",
+        "-n",
+        namespace,
+        "workflow/expense-42",
+        'kurable.dev/signal.APPROVE={"ok": true, "by": "bob"}',
+    )
+    wf = wait_phase(control_plane, namespace, "expense-42", ("Succeeded",))
+    assert wf["status"]["output"] == {
+        "summary": "alice asks for 250",
+        "approved": True,
+        "by": "bob",
+    }
+    records = journal(control_plane, wf["metadata"]["uid"])
+    assert [r.data["name"] for r in records if r.type == "SignalReceived"] == ["APPROVE"]
+
+
+def test_a_signal_sent_before_the_wait_starts_is_delivered_once(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    manifest = workflow(
+        "early",
+        steps=[
+            {"name": "nap", "sleep": {"duration": "2s"}},
+            {"name": "first", "wait": {"signal": "GO"}},
+            {
+                "name": "second",
+                "wait": {"signal": "GO", "timeout": "3s"},
+                "onFailure": {"goto": "end"},
+            },
+            {"name": "end", "set": {"done": True}},
+        ],
+    )
+    manifest["metadata"]["annotations"] = {"kurable.dev/signal.GO": '{"n": 1}'}
+    apply(control_plane, namespace, manifest)
+    wf = wait_phase(control_plane, namespace, "early", ("Succeeded",))
+    steps = {s["name"]: s for s in wf["status"]["steps"]}
+    assert steps["first"]["output"] == {"n": 1}
+    assert steps["second"]["phase"] == "Failed"  # the one signal was taken once
+    assert "no signal 'GO'" in steps["second"]["message"]
+
+
+def test_template_input_is_validated_against_input_schema(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    apply(control_plane, namespace, EXAMPLES / "approval" / "approval.yaml")
+    bad = workflow(
+        "bad-input", templateRef={"name": "approval"}, input={"amount": 0, "requester": "x"}
+    )
+    apply(control_plane, namespace, bad)
+    wf = wait_phase(control_plane, namespace, "bad-input", ("Invalid",))
+    assert "spec.input.amount" in wf["status"]["message"]
+    assert "minimum" in wf["status"]["message"]
+
+
+def test_a_run_is_pinned_to_the_template_it_started_with(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    template = {
+        "apiVersion": "kurable.dev/v1alpha1",
+        "kind": "WorkflowTemplate",
+        "metadata": {"name": "pinned"},
+        "spec": {
+            "steps": [
+                {"name": "hold", "wait": {"signal": "GO"}},
+                {"name": "mark", "set": {"version": "one"}},
+            ],
+            "output": "${ vars.version }",
+        },
+    }
+    apply(control_plane, namespace, template)
+    apply(control_plane, namespace, workflow("run-1", templateRef={"name": "pinned"}))
+    eventually(
+        lambda: get(control_plane, namespace, "workflow/run-1"),
+        lambda w: (w.get("status") or {}).get("currentStep") == "hold",
+        30,
+        "run-1 to hold",
+    )
+    template["spec"]["steps"][1]["set"]["version"] = "two"
+    apply(control_plane, namespace, template)
+    control_plane.kubectl("delete", "-n", namespace, "wft/pinned")  # even deleting it
+    control_plane.kubectl("annotate", "-n", namespace, "workflow/run-1", "kurable.dev/signal.GO={}")
+    wf = wait_phase(control_plane, namespace, "run-1", ("Succeeded",))
+    assert wf["status"]["output"] == "one"
+    assert wf["status"]["template"]["generation"] == 1
+
+
+def test_a_run_waits_for_a_template_applied_after_it(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    apply(control_plane, namespace, workflow("early-bird", templateRef={"name": "later"}))
+    wf = wait_phase(control_plane, namespace, "early-bird", ("Pending",))
+    stalled = {c["type"]: c for c in wf["status"]["conditions"]}["Stalled"]
+    assert stalled["status"] == "True" and "not found" in stalled["message"]
+    apply(
+        control_plane,
+        namespace,
+        {
+            "apiVersion": "kurable.dev/v1alpha1",
+            "kind": "WorkflowTemplate",
+            "metadata": {"name": "later"},
+            "spec": {"steps": [{"name": "a", "set": {"x": 1}}]},
+        },
+    )
+    wait_phase(control_plane, namespace, "early-bird", ("Succeeded",))
+
+
+def test_http_step_retries_5xx_with_one_idempotency_key(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, service: Service
+) -> None:
+    apply(
+        control_plane,
+        namespace,
+        workflow(
+            "call",
+            steps=[
+                {
+                    "name": "charge",
+                    "http": {"url": service.url("/charge"), "body": {"amount": "${ 6 * 7 }"}},
+                    "retry": {"maxAttempts": 4, "backoff": {"initial": "100ms", "jitter": 0}},
+                }
+            ],
+            output="${ steps.charge.output }",
+        ),
+    )
+    wf = wait_phase(control_plane, namespace, "call", ("Succeeded",))
+    uid = wf["metadata"]["uid"]
+    assert service.keys == Counter({f"{uid}/charge": 3})
+    assert service.bodies[0] == {"amount": 42}
+    assert wf["status"]["output"]["calls"] == 3
+    assert wf["status"]["steps"][0]["attempts"] == 3
+
+
+def test_http_4xx_is_not_retried_and_fails_the_run(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    with Service(failures=10, status=404) as service:
+        apply(
+            control_plane,
+            namespace,
+            workflow(
+                "missing",
+                steps=[
+                    {
+                        "name": "get",
+                        "http": {"method": "GET", "url": service.url("/x")},
+                        "retry": {"maxAttempts": 5},
+                    }
+                ],
+            ),
+        )
+        wf = wait_phase(control_plane, namespace, "missing", ("Failed",))
+    assert sum(service.keys.values()) == 1
+    assert wf["status"]["reason"] == "StepFailed"
+    assert "404" in wf["status"]["message"]
+
+
+def test_http_header_from_a_secret(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    control_plane.kubectl(
+        "create", "secret", "generic", "api", "-n", namespace, "--from-literal=token=Bearer s3cret"
+    )
+    with Service() as service:
+        apply(
+            control_plane,
+            namespace,
+            workflow(
+                "auth",
+                steps=[
+                    {
+                        "name": "call",
+                        "http": {
+                            "url": service.url("/"),
+                            "headers": [
+                                {
+                                    "name": "Authorization",
+                                    "valueFrom": {"secretKeyRef": {"name": "api", "key": "token"}},
+                                }
+                            ],
+                        },
+                    }
+                ],
+                output="${ steps.call.output.auth }",
+            ),
+        )
+        wf = wait_phase(control_plane, namespace, "auth", ("Succeeded",))
+    assert wf["status"]["output"] == "Bearer s3cret"
+
+
+def test_failover_example_retries_then_continues_at_the_fallback(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    apply(control_plane, namespace, EXAMPLES / "failover" / "workflow.yaml")
+    wf = wait_phase(control_plane, namespace, "failover", ("Succeeded",))
+    assert wf["status"]["output"] == {"quote": 42, "source": "fallback"}
+    primary = next(s for s in wf["status"]["steps"] if s["name"] == "primary")
+    assert primary["phase"] == "Failed" and primary["attempts"] == 3
+    events = control_plane.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", "reason=Retrying"
+    ).stdout
+    assert "failover" in events
+
+
+def test_saga_example_compensates_in_reverse_order(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    apply(control_plane, namespace, EXAMPLES / "saga" / "workflow.yaml")
+    wf = wait_phase(control_plane, namespace, "order-saga", ("Failed",))
+    assert wf["status"]["reason"] == "Compensated"
+    assert wf["status"]["error"]["step"] == "ship"
+    records = journal(control_plane, wf["metadata"]["uid"])
+    undone = [r.step for r in records if r.type == "StepCompleted" and r.data.get("of")]
+    assert undone == ["charge-card:compensate", "reserve-stock:compensate"]
+    steps = {s["name"]: s for s in wf["status"]["steps"]}
+    assert steps["charge-card:compensate"]["output"] == {"refunded": 120}
+    assert steps["reserve-stock:compensate"]["output"] == {"released": 3}
+    succeeded = {c["type"]: c for c in wf["status"]["conditions"]}["Succeeded"]
+    assert (succeeded["status"], succeeded["reason"]) == ("False", "Compensated")
+
+
+def test_cancel_compensates_and_ends_cancelled(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    apply(
+        control_plane,
+        namespace,
+        workflow(
+            "cancel-me",
+            steps=[
+                {"name": "hold", "set": {"h": 1}, "compensate": {"set": {"released": True}}},
+                {"name": "nap", "sleep": {"duration": "1h"}},
+            ],
+        ),
+    )
+    eventually(
+        lambda: get(control_plane, namespace, "workflow/cancel-me"),
+        lambda w: (w.get("status") or {}).get("currentStep") == "nap",
+        30,
+        "nap",
+    )
+    control_plane.kubectl(
+        "patch",
+        "-n",
+        namespace,
+        "workflow/cancel-me",
+        "--type=merge",
+        "-p",
+        '{"spec":{"cancel":true}}',
+    )
+    wf = wait_phase(control_plane, namespace, "cancel-me", ("Cancelled",))
+    assert wf["status"]["reason"] == "Compensated"
+
+
+def test_workflow_timeout_fails_the_run(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    apply(
+        control_plane,
+        namespace,
+        workflow(
+            "too-slow",
+            timeout="2s",
+            steps=[{"name": "nap", "sleep": {"duration": "1h"}}],
+        ),
+    )
+    wf = wait_phase(control_plane, namespace, "too-slow", ("Failed",), timeout=30)
+    assert wf["status"]["reason"] == "Timeout"
+    assert "timed out" in wf["status"]["message"]
+
+
+def test_child_workflow_runs_a_template_and_returns_its_output(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    apply(
+        control_plane,
+        namespace,
+        {
+            "apiVersion": "kurable.dev/v1alpha1",
+            "kind": "WorkflowTemplate",
+            "metadata": {"name": "double"},
+            "spec": {
+                "steps": [{"name": "calc", "set": {"r": "${ input.n * 2 }"}}],
+                "output": "${ vars.r }",
+            },
+        },
+    )
+    apply(
+        control_plane,
+        namespace,
+        workflow(
+            "parent",
+            steps=[
+                {
+                    "name": "child",
+                    "workflow": {"templateRef": {"name": "double"}, "input": {"n": "${ 20 + 1 }"}},
+                }
+            ],
+            output="${ steps.child.output }",
+        ),
+    )
+    wf = wait_phase(control_plane, namespace, "parent", ("Succeeded",))
+    assert wf["status"]["output"] == 42
+    child = get(control_plane, namespace, "workflow/parent-child")
+    assert child["metadata"]["ownerReferences"][0]["uid"] == wf["metadata"]["uid"]
+
+
+def test_ttl_seconds_after_finished_deletes_the_run(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    apply(
+        control_plane,
+        namespace,
+        workflow(
+            "short-lived",
+            ttlSecondsAfterFinished=1,
+            steps=[{"name": "a", "set": {"x": 1}}],
+        ),
+    )
+    eventually(
+        lambda: (
+            control_plane.kubectl(
+                "get", "-n", namespace, "workflow/short-lived", check=False
+            ).returncode
+        ),
+        lambda code: code != 0,
+        30,
+        "the finished run to be deleted",
+    )
+
+
+def test_invalid_template_is_marked_with_what_to_fix(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    apply(
+        control_plane,
+        namespace,
+        {
+            "apiVersion": "kurable.dev/v1alpha1",
+            "kind": "WorkflowTemplate",
+            "metadata": {"name": "broken"},
+            "spec": {"steps": [{"name": "a", "set": {"x": 1}, "next": "nowhere"}]},
+        },
+    )
+    template = eventually(
+        lambda: get(control_plane, namespace, "wft/broken"),
+        lambda t: (t.get("status") or {}).get("phase") == "Invalid",
+        30,
+        "the template to be marked Invalid",
+    )
+    assert template["status"]["message"] == "spec.steps[a].next: no step named 'nowhere'"
