@@ -1,4 +1,4 @@
-"""The `kurable` command: run the operator, a local dev cluster, and inspect runs."""
+"""The `kurable` command: run the operator, a local dev cluster, inspect runs, command entities."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import _dev, _inspect, _operator
+from . import _dev, _entities, _inspect, _operator
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,8 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     crds.set_defaults(func=_inspect.crds)
 
-    history = sub.add_parser("history", help="print a run's whole journal from etcd")
-    history.add_argument("ref", metavar="workflow/NAME")
+    history = sub.add_parser(
+        "history", help="print a run's whole journal, or an entity's event log, from etcd"
+    )
+    history.add_argument("ref", metavar="workflow/NAME|entity/NAME")
     history.add_argument("--namespace", "-n", default=None)
     history.add_argument("--output", "-o", choices=["table", "json"], default="table")
     history.set_defaults(func=_inspect.history)
@@ -71,6 +73,23 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--namespace", "-n", default=None)
     watch.add_argument("--timeout", type=float, default=600.0, help="give up after seconds")
     watch.set_defaults(func=_inspect.watch)
+
+    command = sub.add_parser(
+        "command",
+        help="send a command to an entity; print its reply as JSON (rejections: exit 1)",
+    )
+    command.add_argument("ref", metavar="entity/NAME")
+    command.add_argument("entity_command", metavar="COMMAND", help="the command's name")
+    command.add_argument(
+        "--input", "-i", help="the command's input as JSON, e.g. '{\"amount\":10}'"
+    )
+    command.add_argument(
+        "--id",
+        help="the command id: sending the same id again returns the first reply and changes "
+        "nothing (default: a new id each time)",
+    )
+    command.add_argument("--namespace", "-n", default=None)
+    command.set_defaults(func=_entities.command)
     return parser
 
 
@@ -80,6 +99,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except _inspect.UserError as e:
+    except (_inspect.UserError, _entities.UserError) as e:
         print(f"kurable: {e}", file=sys.stderr)
         return 2

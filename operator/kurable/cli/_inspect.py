@@ -16,6 +16,8 @@ from kurable.api.v1alpha1 import GROUP, KINDS, VERSION, WORKFLOW
 from kurable.engine.journal import TERMINAL_PHASES, Record
 from kurable.store.journal import EtcdConfig, Journal, connect
 
+from . import _entities
+
 
 class UserError(Exception):
     """Something the user can fix; printed without a traceback."""
@@ -40,6 +42,8 @@ def crds(args: argparse.Namespace) -> int:
 
 
 def history(args: argparse.Namespace) -> int:
+    if _entities.is_entity_ref(args.ref):
+        return _entities.history(args)
     workflow = _get_workflow(args.ref, args.namespace)
     records = asyncio.run(_load_journal(workflow["metadata"]["uid"]))
     if args.output == "json":

@@ -73,6 +73,11 @@ class Runtime:
         for event in self.wakeups.get(uid, ()):
             event.set()
 
+    @property
+    def prefix(self) -> str:
+        """The operator's etcd key prefix."""
+        return self.journal.prefix
+
     async def get(self, kind: ResourceKind, namespace: str, name: str) -> dict[str, Any] | None:
         """One object of ours, or None when it does not exist."""
         try:
@@ -96,18 +101,38 @@ class Runtime:
                 raise
 
     async def patch_status(
-        self, kind: ResourceKind, namespace: str, name: str, status: dict[str, Any]
+        self,
+        kind: ResourceKind,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        resource_version: str | None = None,
     ) -> None:
-        """Merge-patch the status subresource (never the spec: GitOps sees no drift)."""
+        """Merge-patch the status subresource (never the spec: GitOps sees no drift).
+
+        With `resource_version`, the patch applies only to that version of the object
+        (the API server answers 409 Conflict otherwise).
+        """
+        body: dict[str, Any] = {"status": status}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
         await k8s.CustomObjectsApi(self.api).patch_namespaced_custom_object_status(
             GROUP,
             VERSION,
             namespace,
             kind.plural,
             name,
-            {"status": status},
+            body,
             _content_type="application/merge-patch+json",  # type: ignore[call-arg]
         )
+
+    async def list_objects(self, kind: ResourceKind, namespace: str) -> list[dict[str, Any]]:
+        """Every object of ours of one kind in a namespace."""
+        listed = await k8s.CustomObjectsApi(self.api).list_namespaced_custom_object(
+            GROUP, VERSION, namespace, kind.plural
+        )
+        items: list[dict[str, Any]] = listed.get("items", [])
+        return items
 
 
 async def _kubernetes_client() -> k8s.ApiClient:

@@ -6,6 +6,16 @@ server's own keys (`/registry/`):
     <prefix>workflows/<uid>/journal/<seq:010d>   one journal record (JSON)
     <prefix>workflows/<uid>/owner                the executor holding the run (fencing)
     <prefix>executors/<id>                       a live operator instance (on its lease)
+
+    <prefix>entities/<ns>/<name>/<uid>/snapshot              {state, version, lastEvent}
+    <prefix>entities/<ns>/<name>/<uid>/events/<version:012d> {type, data, commandId, at, version}
+    <prefix>entities/<ns>/<name>/<uid>/commands/<commandId>  the original reply or rejection
+    <prefix>types/<ns>/<type>/events/<uid>/<version:012d>    the event + its id and entity, per type
+
+An entity's keys include the Entity object's uid, so that a deleted and recreated
+Entity of the same name starts afresh. The per-type stream is written in the same
+transaction as the entity's own log; its consumers read it in etcd revision order
+(the mod revision of an event is its offset), not in key order.
 """
 
 from __future__ import annotations
@@ -41,6 +51,46 @@ def owner(prefix: str, uid: str) -> str:
 def executor(prefix: str, executor_id: str) -> str:
     """A live executor, kept while its lease is renewed."""
     return f"{prefix}executors/{executor_id}"
+
+
+def entity(prefix: str, namespace: str, name: str, uid: str) -> str:
+    """Everything of one Entity (delete this prefix to forget it)."""
+    return f"{prefix}entities/{namespace}/{name}/{uid}/"
+
+
+def entity_snapshot(prefix: str, namespace: str, name: str, uid: str) -> str:
+    """The current state, version and last event; written by every accepted command."""
+    return f"{entity(prefix, namespace, name, uid)}snapshot"
+
+
+def entity_events(prefix: str, namespace: str, name: str, uid: str) -> str:
+    """The prefix of an Entity's event log."""
+    return f"{entity(prefix, namespace, name, uid)}events/"
+
+
+def entity_event(prefix: str, namespace: str, name: str, uid: str, version: int) -> str:
+    """The event that made `version`; zero-padded so that key order is log order."""
+    return f"{entity_events(prefix, namespace, name, uid)}{version:012d}"
+
+
+def entity_command(prefix: str, namespace: str, name: str, uid: str, command_id: str) -> str:
+    """The dedup record of one command id: its original reply or rejection."""
+    return f"{entity(prefix, namespace, name, uid)}commands/{command_id}"
+
+
+def type_events(prefix: str, namespace: str, entity_type: str) -> str:
+    """The per-type event stream of an EntityType (read it in mod-revision order)."""
+    return f"{prefix}types/{namespace}/{entity_type}/events/"
+
+
+def type_entity_events(prefix: str, namespace: str, entity_type: str, uid: str) -> str:
+    """One Entity's part of the per-type stream (deleted with the Entity)."""
+    return f"{type_events(prefix, namespace, entity_type)}{uid}/"
+
+
+def type_event(prefix: str, namespace: str, entity_type: str, uid: str, version: int) -> str:
+    """One event in the per-type stream."""
+    return f"{type_entity_events(prefix, namespace, entity_type, uid)}{version:012d}"
 
 
 def range_end(prefix: str) -> str:

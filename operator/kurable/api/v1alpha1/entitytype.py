@@ -50,8 +50,8 @@ class Command(Model):
     """OpenAPI v3 schema of the input."""
     guards: list[Guard] | None = None
     """Rules that must hold, checked in order."""
-    emit: list[EventSpec] | None = None
-    """Events to append when accepted."""
+    emit: Annotated[list[EventSpec], Field(max_length=50)] | None = None
+    """Events to append when accepted (at most 50: they commit in one etcd transaction)."""
     reply: JSONValue = None
     """The reply, evaluated after the events are applied."""
     handler: Handler | None = None

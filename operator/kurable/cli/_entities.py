@@ -1,0 +1,87 @@
+"""The CLI for entities: `kurable command entity/NAME CMD`, `kurable history entity/NAME`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kurable.client import Client
+
+
+class UserError(Exception):
+    """Something the user can fix; printed without a traceback."""
+
+
+ENTITY_KINDS = ("entity", "entities", "ent")
+
+
+def is_entity_ref(ref: str) -> bool:
+    """True for `entity/NAME` (and the kind's plural and short name)."""
+    kind, _, name = ref.partition("/")
+    return kind.lower() in ENTITY_KINDS and bool(name)
+
+
+def command(args: argparse.Namespace) -> int:
+    """Send a command; print the reply as JSON (exit 0) or the rejection on stderr (exit 1)."""
+    from kurable.client import CommandRejected, EntityBusy, EntityNotFound
+
+    name = _entity_name(args.ref)
+    try:
+        payload: Any = json.loads(args.input) if args.input is not None else None
+    except json.JSONDecodeError as e:
+        raise UserError(f"--input is not JSON: {e}") from None
+    with _connect() as client:
+        try:
+            reply = client.send_command(args.namespace, name, args.entity_command, payload, args.id)
+        except CommandRejected as e:
+            print(f"rejected ({e.reason}): {e.message}", file=sys.stderr)
+            return 1
+        except (EntityNotFound, EntityBusy) as e:
+            raise UserError(str(e)) from None
+    print(json.dumps(reply))
+    return 0
+
+
+def history(args: argparse.Namespace) -> int:
+    """Print an entity's event log."""
+    from kurable.client import EntityNotFound
+
+    name = _entity_name(args.ref)
+    with _connect() as client:
+        try:
+            events = client.history(args.namespace, name)
+        except EntityNotFound as e:
+            raise UserError(str(e)) from None
+    if args.output == "json":
+        print(json.dumps(events, indent=2))
+        return 0
+    print(f"{'VERSION':>7}  {'AT':<24}  {'EVENT':<20}  {'COMMAND ID':<24}  DATA")
+    for event in events:
+        data = json.dumps(event.get("data"), separators=(",", ":"))
+        data = data if len(data) < 100 else data[:97] + "..."
+        print(
+            f"{event['version']:>7}  {event['at']:<24}  {event['type']:<20}  "
+            f"{event.get('commandId', ''):<24}  {data}"
+        )
+    return 0
+
+
+def _entity_name(ref: str) -> str:
+    if not is_entity_ref(ref):
+        raise UserError(f"expected entity/NAME, got {ref!r}")
+    return ref.partition("/")[2]
+
+
+def _connect() -> Client:
+    # Imported late: the client pulls in the asyncio Kubernetes and etcd libraries.
+    from kurable.client import Client
+
+    try:
+        return Client.from_kubeconfig()
+    except Exception as e:
+        raise UserError(
+            f"cannot connect (check $KUBECONFIG and $KURABLE_ETCD_ENDPOINTS): {e}"
+        ) from None

@@ -1,0 +1,30 @@
+"""Kurable from Python: send commands to Entities and read them.
+
+`Client` blocks (scripts, the CLI); `AsyncClient` is the same on asyncio.
+A rejected command raises `CommandRejected` (its `reason` and `message` say which
+rule refused it); nothing changed. A command id seen before returns the original
+reply and changes nothing.
+"""
+
+from kurable.client._entities import (
+    AsyncClient,
+    Client,
+    EntityNotFound,
+    project_entity_status,
+    status_projector,
+)
+from kurable.engine.entities import CommandRejected, Snapshot
+from kurable.store.entities import CommandResult, EntityBusy, EntityRef
+
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "CommandRejected",
+    "CommandResult",
+    "EntityBusy",
+    "EntityNotFound",
+    "EntityRef",
+    "Snapshot",
+    "project_entity_status",
+    "status_projector",
+]
