@@ -1,28 +1,68 @@
-"""`make demo`: the embedded control plane, the operator, and a durable workflow, shown.
+"""`make demo`: a saga across two entities, on the embedded local control plane.
 
 Starts etcd + kube-apiserver (kurable.testing.ControlPlane) and the operator, applies
-examples/hello/workflow.yaml, follows its steps until it finishes, prints its final
-status and journal, and shuts everything down. Exit status 0 when the run succeeded.
+examples/transfer/ (the `wallet` EntityType, wallets alice (100) and bob (0), the
+`transfer` WorkflowTemplate), then three transfers (examples/transfer/runs/): one
+succeeds, one asks for more than alice has, one deposits to a wallet that does not
+exist and is compensated. Shows the steps as they happen, the outcomes, the balances
+and alice's event log, and shuts everything down. Exit status 0 when every outcome is
+the expected one.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from kurable.api import crd
 from kurable.cli import main as kurable
 from kurable.testing import ControlPlane, OperatorProcess
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "examples" / "hello" / "workflow.yaml"
+TRANSFER = ROOT / "examples" / "transfer"
+RUNS = ["transfer-ok", "transfer-too-much", "transfer-to-nobody"]
+EXPECTED = {
+    "transfer-ok": ("Succeeded", "Succeeded"),
+    "transfer-too-much": ("Failed", "StepFailed"),
+    "transfer-to-nobody": ("Failed", "Compensated"),
+}
 
 
 def banner(text: str) -> None:
     print(f"\n=== {text}", flush=True)
+
+
+def objects(cp: ControlPlane, kind: str) -> dict[str, dict[str, Any]]:
+    listing = json.loads(cp.kubectl("get", kind, "-o", "json").stdout)
+    return {item["metadata"]["name"]: item for item in listing["items"]}
+
+
+def follow(cp: ControlPlane, timeout: float = 120.0) -> dict[str, dict[str, Any]]:
+    """Print each step's progress in every run until all have finished."""
+    seen: set[tuple[str, str, str]] = set()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = objects(cp, "workflows")
+        for name in RUNS:
+            status = (runs.get(name) or {}).get("status") or {}
+            for step in status.get("steps") or []:
+                key = (name, step["name"], step["phase"])
+                if key not in seen:
+                    seen.add(key)
+                    detail = step.get("message") or (
+                        f"reply {json.dumps(step['output'])}" if "output" in step else ""
+                    )
+                    print(f"  {name:<20} {step['name']:<22} {step['phase']:<10} {detail}")
+        phases = [((runs.get(n) or {}).get("status") or {}).get("phase") for n in RUNS]
+        if all(p in ("Succeeded", "Failed", "Cancelled", "Invalid") for p in phases):
+            return runs
+        time.sleep(0.3)
+    raise TimeoutError("the transfers did not finish in time")
 
 
 def main() -> int:
@@ -38,21 +78,60 @@ def main() -> int:
             os.environ.update(cp.env())
             banner("starting the operator")
             with OperatorProcess(cp.env(), state / "operator.log") as operator:
-                banner(f"kubectl apply -f {EXAMPLE.relative_to(ROOT)}")
-                print(cp.kubectl("apply", "-f", str(EXAMPLE)).stdout.strip())
-                banner("watching the steps")
-                code = kurable(["watch", "workflow/hello", "--timeout", "120"])
-                banner("kubectl get workflows")
-                print(cp.kubectl("get", "workflows", "-o", "wide").stdout.rstrip())
-                banner("the journal in etcd (kurable history workflow/hello)")
-                kurable(["history", "workflow/hello"])
-                banner("kubectl get events")
-                print(cp.kubectl("get", "events", "--sort-by=.lastTimestamp").stdout.rstrip())
-                if code != 0:
+                banner("kubectl apply -f examples/transfer/   (wallet type, alice, bob, template)")
+                print(cp.kubectl("apply", "-f", str(TRANSFER)).stdout.rstrip())
+                for _ in range(100):
+                    wallets = objects(cp, "entities")
+                    if all(
+                        (wallets.get(n) or {}).get("status", {}).get("phase") == "Ready"
+                        for n in ("alice", "bob")
+                    ):
+                        break
+                    time.sleep(0.2)
+                print(cp.kubectl("get", "entities").stdout.rstrip())
+
+                banner("kubectl apply -f examples/transfer/runs/   (three transfers)")
+                print(cp.kubectl("apply", "-f", str(TRANSFER / "runs")).stdout.rstrip())
+                banner("the steps as they commit")
+                runs = follow(cp)
+
+                banner("outcomes")
+                ok = True
+                for name in RUNS:
+                    status = runs[name]["status"]
+                    outcome = (status["phase"], status.get("reason"))
+                    mark = "as expected" if outcome == EXPECTED[name] else "UNEXPECTED"
+                    ok &= outcome == EXPECTED[name]
+                    print(f"  {name:<20} {outcome[0]:<10} reason={outcome[1]:<12} {mark}")
+                    print(f"  {'':<20} {status.get('message')}")
+                print(cp.kubectl("get", "workflows").stdout.rstrip())
+
+                banner("balances")
+                for _ in range(50):
+                    wallets = objects(cp, "entities")
+                    balances = {
+                        n: wallets[n]["status"]["state"]["balance"] for n in ("alice", "bob")
+                    }
+                    if balances == {"alice": 70, "bob": 30}:
+                        break
+                    time.sleep(0.2)
+                print(
+                    f"  alice {balances['alice']}, bob {balances['bob']}, "
+                    f"total {sum(balances.values())} (was 100)"
+                )
+                ok &= balances == {"alice": 70, "bob": 30}
+
+                banner("alice's event log in etcd (kurable history entity/alice)")
+                kurable(["history", "entity/alice"])
+                banner(
+                    "the compensated run's journal (kurable history workflow/transfer-to-nobody)"
+                )
+                kurable(["history", "workflow/transfer-to-nobody"])
+                if not ok:
                     print(f"\noperator log:\n{operator.log_tail()}", file=sys.stderr)
             banner("shutting down")
-    print("done" if code == 0 else "the workflow did not succeed", flush=True)
-    return code
+    print("done: every outcome as expected" if ok else "some outcome was not as expected")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

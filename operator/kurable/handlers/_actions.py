@@ -20,10 +20,21 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio import client as k8s
 
-from kurable.api.v1alpha1 import API_VERSION, GROUP, VERSION, WORKFLOW, parse_duration
+from kurable.api.v1alpha1 import (
+    API_VERSION,
+    ENTITY,
+    ENTITY_TYPE,
+    GROUP,
+    VERSION,
+    WORKFLOW,
+    parse_duration,
+)
+from kurable.client import status_projector
 from kurable.engine import expressions
 from kurable.engine.decide import Act, StepError
+from kurable.engine.entities import CommandRejected
 from kurable.engine.journal import TERMINAL_PHASES
+from kurable.store.entities import EntityBusy, execute_command
 
 from ._runtime import Runtime
 
@@ -48,6 +59,7 @@ async def perform(runtime: Runtime, run: RunRef, act: Act, context: dict[str, An
     performers: dict[str, Callable[[], Awaitable[Outcome]]] = {
         "http": lambda: _http(runtime, run, act, context),
         "workflow": lambda: _child(runtime, run, act, context),
+        "entity": lambda: _entity(runtime, run, act, context),
     }
     performer = performers.get(act.step.action)
     if performer is None:
@@ -124,6 +136,43 @@ async def _secret_value(runtime: Runtime, namespace: str, name: str, key: str) -
         raise
     raw = (secret.data or {}).get(key)
     return base64.b64decode(raw).decode() if raw is not None else None
+
+
+async def _entity(runtime: Runtime, run: RunRef, act: Act, context: dict[str, Any]) -> Outcome:
+    """Send a command exactly once: its id is the step's idempotency key, so a step
+    executed again after a crash gets the original reply and changes nothing."""
+    spec = act.step.entity
+    assert spec is not None
+    where = f"{act.step.name}.entity"
+    name = expressions.render(spec.name, context, f"{where}.name")
+    entity = await runtime.get(ENTITY, run.namespace, str(name))
+    if entity is None:
+        return None, StepError(
+            "EntityNotFound", f"{where}: Entity {name!r} not found in namespace {run.namespace}"
+        )
+    type_name = (entity.get("spec") or {}).get("type", "")
+    entity_type = await runtime.get(ENTITY_TYPE, run.namespace, type_name)
+    if entity_type is None:
+        return None, StepError(
+            "EntityTypeNotFound", f"{where}: EntityType {type_name!r} of Entity {name!r} not found"
+        )
+    command_input = expressions.render(spec.input, context, f"{where}.input")
+    try:
+        result = await execute_command(
+            runtime.etcd,
+            runtime.prefix,
+            entity,
+            entity_type.get("spec") or {},
+            spec.command,
+            command_input,
+            act.idempotency_key(run.uid),
+            on_committed=status_projector(runtime.api),
+        )
+    except CommandRejected as e:
+        return None, StepError("CommandRejected", f"{name}.{spec.command}: {e}", retryable=False)
+    except EntityBusy as e:
+        return None, StepError("Unavailable", f"{name}.{spec.command}: {e}")
+    return result.reply, None
 
 
 def child_name(parent: str, step: str) -> str:
