@@ -26,6 +26,7 @@ from typing import Any, Literal
 from kurable.api.v1alpha1 import EntityTypeSpec
 
 from . import expressions, schema
+from .conditions import condition
 
 RejectionReason = Literal[
     "UnknownCommand", "InvalidInput", "GuardFailed", "InvalidState", "HandlerError"
@@ -288,28 +289,6 @@ def project_status(
                 now,
             )
         ],
-    }
-
-
-def condition(
-    kind: str,
-    status: str,
-    reason: str,
-    message: str,
-    generation: int | None,
-    previous: Sequence[Mapping[str, Any]] | None,
-    now: str,
-) -> dict[str, Any]:
-    """One condition, keeping lastTransitionTime while its status stays the same."""
-    old = next((c for c in previous or [] if c.get("type") == kind), None) or {}
-    changed = old.get("status") != status
-    return {
-        "type": kind,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": now if changed else old.get("lastTransitionTime", now),
-        "observedGeneration": generation,
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .conditions import condition
 from .decide import Decision, Wait
 from .journal import RunState, StepState
 
@@ -138,19 +139,7 @@ def conditions(
         # The executor sets Stalled True (with why) when it cannot make progress.
         "Stalled": ("False", "Progressing", ""),
     }
-    before = {c.get("type"): c for c in previous or []}
-    out = []
-    for kind, (status, reason, text) in wanted.items():
-        old = before.get(kind) or {}
-        changed = old.get("status") != status
-        out.append(
-            {
-                "type": kind,
-                "status": status,
-                "reason": reason,
-                "message": text,
-                "lastTransitionTime": now if changed else old.get("lastTransitionTime", now),
-                "observedGeneration": generation,
-            }
-        )
-    return out
+    return [
+        condition(kind, status, reason, text, generation, previous, now)
+        for kind, (status, reason, text) in wanted.items()
+    ]

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from kurable.api.v1alpha1 import ENTITY, ENTITY_TYPE, GROUP, VERSION, EntityTypeSpec
 from kurable.client import project_entity_status
 from kurable.engine import entities as engine
+from kurable.engine.conditions import condition
 from kurable.engine.entities import CommandRejected
 from kurable.engine.journal import now_rfc3339
 from kurable.store import entities as store
@@ -126,7 +127,7 @@ async def _entity_invalid(runtime: Runtime, body: kopf.Body, reason: str, messag
             "message": message,
             "observedGeneration": generation,
             "conditions": [
-                engine.condition(
+                condition(
                     "Ready",
                     "False",
                     reason,
@@ -169,7 +170,7 @@ async def validate(
             "message": message,
             "observedGeneration": generation,
             "conditions": [
-                engine.condition("Ready", "False", "Invalid", message, generation, previous, now)
+                condition("Ready", "False", "Invalid", message, generation, previous, now)
             ],
         }
         await runtime.patch_status(ENTITY_TYPE, namespace, name, patch)
@@ -177,12 +178,12 @@ async def validate(
         return
     assert entity_type is not None
     misfits = await _misfits(runtime, namespace, name, entity_type)
-    conditions = [engine.condition("Ready", "True", "Valid", "", generation, previous, now)]
+    conditions = [condition("Ready", "True", "Valid", "", generation, previous, now)]
     if misfits:
         text = "; ".join(f"{entity}: {problem}" for entity, problem in misfits[:10])
         message = f"{len(misfits)} Entities no longer fit the stateSchema: {text}"
         conditions.append(
-            engine.condition(
+            condition(
                 "EntitiesConform",
                 "False",
                 "StateSchemaMismatch",
@@ -195,7 +196,7 @@ async def validate(
         kopf.warn(body, reason="StateSchemaMismatch", message=message)
     else:
         conditions.append(
-            engine.condition("EntitiesConform", "True", "AllFit", "", generation, previous, now)
+            condition("EntitiesConform", "True", "AllFit", "", generation, previous, now)
         )
     await runtime.patch_status(
         ENTITY_TYPE,
@@ -242,7 +243,7 @@ async def block_deletion_in_use(
                 "phase": "Terminating",
                 "message": message,
                 "conditions": [
-                    engine.condition(
+                    condition(
                         "Ready",
                         "False",
                         "InUse",

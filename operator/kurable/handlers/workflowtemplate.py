@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from kurable.api.v1alpha1 import GROUP, VERSION, WORKFLOW_TEMPLATE, WorkflowTemplateSpec
 from kurable.engine import expressions
+from kurable.engine.conditions import condition
 from kurable.engine.journal import now_rfc3339
 
 from .workflow import _validation_message, check_expressions
@@ -63,22 +64,19 @@ async def validate(
     problem = verdict(dict(spec))
     generation = meta.get("generation")
     phase = "Invalid" if problem else "Valid"
-    before = {c.get("type"): c for c in status.get("conditions") or []}.get("Ready") or {}
-    ready = "False" if problem else "True"
     patch.status["phase"] = phase
     patch.status["message"] = problem
     patch.status["observedGeneration"] = generation
     patch.status["conditions"] = [
-        {
-            "type": "Ready",
-            "status": ready,
-            "reason": phase,
-            "message": problem or "definition is valid",
-            "lastTransitionTime": before.get("lastTransitionTime")
-            if before.get("status") == ready
-            else now_rfc3339(),
-            "observedGeneration": generation,
-        }
+        condition(
+            "Ready",
+            "False" if problem else "True",
+            phase,
+            problem or "definition is valid",
+            generation,
+            status.get("conditions"),
+            now_rfc3339(),
+        )
     ]
     if problem:
         logger.warning(f"invalid: {problem}")
