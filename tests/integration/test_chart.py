@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -419,3 +419,375 @@ def _chart_crd_names() -> set[str]:
     """Kurable's CRDs (kept) and kopf's peering CRDs (Helm's crds/ folder: never deleted)."""
     files = [*(ROOT / "crds").glob("*.yaml"), CHART / "crds" / "kopf-peering.yaml"]
     return {d["metadata"]["name"] for f in files for d in yaml.safe_load_all(f.read_text()) if d}
+
+
+# -- least privilege -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Example:
+    """An example a user applies, and how to tell that the operator completed it."""
+
+    path: Path
+    kind: str
+    name: str
+
+    def run(self, cp: ControlPlane, namespace: str, prefix: str, timeout: float) -> str | None:
+        """Apply it and follow it to the end; the first thing that went wrong, or None."""
+        cp.kubectl("apply", "-n", namespace, "-f", str(self.path))
+        ref = f"{self.kind.lower()}/{self.name}"
+        done = _poll(
+            lambda: (get(cp, namespace, ref).get("status") or {}).get("phase") == "Succeeded",
+            timeout,
+        )
+        if not done:
+            return f"{ref} did not succeed: status {get(cp, namespace, ref).get('status')}"
+        obj = get(cp, namespace, ref)
+        # Kubernetes Events for the phase changes (DESIGN.md: every phase change).
+        wanted = {"Started", "Succeeded"}
+        if not _poll(lambda: wanted <= _event_reasons(cp, namespace, self.kind, self.name), 10):
+            return f"{ref}: events {_event_reasons(cp, namespace, self.kind, self.name)}"
+        # Deleting it waits for the operator (finalizer), which removes its journal.
+        cp.kubectl("delete", "-n", namespace, ref, "--wait=false")
+        gone = _poll(
+            lambda: cp.kubectl("get", "-n", namespace, ref, check=False).returncode != 0, 10
+        )
+        if not gone:
+            return f"{ref} was not finalised after deletion"
+        if journal(cp, obj["metadata"]["uid"], prefix):
+            return f"{ref}: its journal is still in etcd after deletion"
+        return None
+
+
+EXAMPLES = [Example(HELLO, "Workflow", "hello")]
+
+
+def _poll(probe: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.25)
+    return True
+
+
+def _event_reasons(cp: ControlPlane, namespace: str, kind: str, name: str) -> set[str]:
+    events = json.loads(
+        cp.kubectl(
+            "get",
+            "events",
+            "-n",
+            namespace,
+            "--field-selector",
+            f"involvedObject.kind={kind},involvedObject.name={name}",
+            "-o",
+            "json",
+        ).stdout
+    )["items"]
+    return {e["reason"] for e in events}
+
+
+@dataclass
+class ChartOperator:
+    """The operator as the chart deploys it, but out of cluster: the chart's
+    ServiceAccount, RBAC, peering objects and container args, with a token from the
+    TokenRequest API in a kubeconfig of its own."""
+
+    cp: ControlPlane
+    helm_home: dict[str, str]
+    tmp_path: Path
+    values: dict[str, Any]
+    release: str = ""
+    namespace: str = ""
+    prefix: str = ""
+    identity: str = ""
+    log: str = ""
+    crds_after_operator: bool = False
+    namespace_after_operator: bool = False
+    deferred: list[Manifest] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.release = unique("lp")
+        self.namespace = unique("kurable")
+        self.prefix = f"/{self.release}/"
+        self.identity = f"{self.release}-0"
+        self.manifests = render(
+            self.helm_home, release=self.release, namespace=self.namespace, values=self.values
+        )
+
+    def rules(self) -> list[dict[str, Any]]:
+        roles = find(self.manifests, "ClusterRole") + find(self.manifests, "Role")
+        return [rule for role in roles for rule in role["rules"]]
+
+    def install(self, without: tuple[str, int, str] | None = None) -> None:
+        """Create the ServiceAccount, RBAC and peering objects as the admin; `without`
+        (role kind, rule index, verb) takes one verb away from every such role."""
+        create_namespace(self.cp, self.namespace)
+        wanted = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+        wanted |= {"ClusterKopfPeering", "KopfPeering"}
+        objects = [m for m in self.manifests if m["kind"] in wanted]
+        if without is not None:
+            kind, index, verb = without
+            for role in objects:
+                if role["kind"] == kind:
+                    rule = role["rules"][index]
+                    rule["verbs"] = [v for v in rule["verbs"] if v != verb]
+                    if not rule["verbs"]:
+                        del role["rules"][index]
+        if self.namespace_after_operator:
+            watched = set(self.values["watchNamespaces"])
+            self.deferred = [o for o in objects if o["metadata"].get("namespace") in watched]
+            objects = [o for o in objects if o not in self.deferred]
+        self.cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
+
+    def install_deferred(self) -> None:
+        for namespace in self.values.get("watchNamespaces", []):
+            create_namespace(self.cp, namespace)
+        self.cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(self.deferred))
+
+    def kubeconfig(self) -> Path:
+        (account,) = find(self.manifests, "ServiceAccount")
+        token = self.cp.kubectl(
+            "create", "token", account["metadata"]["name"], "-n", self.namespace,
+            "--duration=1h",
+        ).stdout.strip()  # fmt: skip
+        admin = yaml.safe_load(self.cp.kubeconfig.read_text())
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": admin["clusters"],
+            "users": [{"name": "operator", "user": {"token": token}}],
+            "contexts": [
+                {"name": "operator", "context": {"cluster": "kurable", "user": "operator"}}
+            ],
+            "current-context": "operator",
+        }
+        path = self.tmp_path / f"{self.release}.kubeconfig"
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
+
+    def operator(self) -> OperatorProcess:
+        """`kurable operator` with the Deployment's arguments (but its own liveness port)."""
+        (deployment,) = find(self.manifests, "Deployment")
+        args = list(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+        assert args[:2] == ["operator", "--liveness"]
+        env = {
+            "KUBECONFIG": str(self.kubeconfig()),
+            "KURABLE_ETCD_ENDPOINTS": self.cp.etcd_endpoint,
+            "KURABLE_ETCD_PREFIX": self.prefix,
+            "POD_ID": self.identity,  # what the downward API gives kopf in a pod
+            "KURABLE_EXECUTOR_ID": self.identity,
+        }
+        return OperatorProcess(env, self.tmp_path / f"{self.release}.log", extra_args=args[3:])
+
+
+@pytest.fixture(scope="module")
+def rbac_control_plane() -> Iterator[ControlPlane]:
+    """A control plane for operators that watch all namespaces: the session's operator
+    must not complete the examples for them, nor they for each other (one at a time)."""
+    with ControlPlane(crds=[ROOT / "crds", CHART / "crds"]) as plane:
+        yield plane
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """Chart values, and which of the rules they grant this configuration proves needed
+    (each rule is taken away in exactly one configuration)."""
+
+    values: dict[str, Any]
+    proves: tuple[str, ...]  # API groups of the rules ("" is the core group)
+    crds_after_operator: bool = False  # CRDs are installed once the operator runs
+    # The watched namespace (and the chart's objects in it) appear once the operator
+    # runs, as when a GitOps tool syncs them together.
+    namespace_after_operator: bool = False
+
+
+CONFIGURATIONS = {
+    "all-namespaces": Configuration({}, ("kurable.dev", "")),
+    "crds-after-operator": Configuration({}, ("apiextensions.k8s.io",), True),
+    "peering": Configuration({"replicas": 2}, ("kopf.dev",)),
+    # WATCHED: a fresh namespace.
+    "namespaced": Configuration(
+        {"replicas": 2, "watchNamespaces": ["WATCHED"]}, ("kopf.dev", ""), False, True
+    ),
+}
+
+
+@pytest.fixture
+def plane_for(rbac_control_plane: ControlPlane) -> Iterator[Callable[[str], ControlPlane]]:
+    """The module's control plane, or a fresh one without CRDs when the configuration
+    installs them after the operator started."""
+    planes: list[ControlPlane] = []
+
+    def plane(config: str) -> ControlPlane:
+        if not CONFIGURATIONS[config].crds_after_operator:
+            return rbac_control_plane
+        planes.append(ControlPlane(crds=CHART / "crds").start())
+        return planes[-1]
+
+    yield plane
+    for p in planes:
+        p.stop()
+
+
+def _peers(chart: ChartOperator, namespace: str) -> dict[str, Any]:
+    """The status of the chart's peering object: kopf's peers by identity."""
+    name = find(chart.manifests, "Deployment")[0]["metadata"]["name"]
+    if chart.values.get("watchNamespaces"):
+        peering = get(chart.cp, namespace, f"kopfpeering/{name}")
+    else:
+        peering = json.loads(chart.cp.kubectl("get", f"clusterkopfpeering/{name}", "-o", "json").stdout)
+    status: dict[str, Any] = peering.get("status") or {}
+    return status
+
+
+def attempt_examples(chart: ChartOperator, namespace: str, timeout: float) -> list[str]:
+    """Run the chart's operator and every example; what went wrong (nothing: [])."""
+    operator = chart.operator()
+    problems = []
+    try:
+        operator.start()
+    except RuntimeError as e:
+        return [f"the operator did not start: {e}"]
+    try:
+        if chart.crds_after_operator:
+            chart.cp.install_crds(ROOT / "crds")
+        if chart.namespace_after_operator:
+            chart.install_deferred()
+        for example in EXAMPLES:
+            problem = example.run(chart.cp, namespace, chart.prefix, timeout)
+            if problem is not None:
+                problems.append(problem)
+                # Leave nothing for the next operator on this control plane to pick up.
+                ref = f"{example.kind.lower()}/{example.name}"
+                chart.cp.kubectl(
+                    "patch", "-n", namespace, ref, "--type=merge",
+                    "-p", '{"metadata":{"finalizers":null}}', check=False,
+                )  # fmt: skip
+                chart.cp.kubectl("delete", "-n", namespace, ref, "--wait=false", check=False)
+        if chart.values.get("replicas", 1) > 1:
+            # Peering: the operator announces itself (kopf's keep-alive) in the peering object.
+            if not _poll(lambda: chart.identity in _peers(chart, namespace), 10):
+                problems.append(f"not a peer: {_peers(chart, namespace)}")
+    finally:
+        operator.stop()
+        chart.log = operator.log_path.read_text()
+    return problems
+
+
+def _setup(
+    cp: ControlPlane, helm_home: dict[str, str], tmp_path: Path, config: str
+) -> tuple[ChartOperator, str]:
+    watched = unique("watched")
+    configuration = CONFIGURATIONS[config]
+    values = json.loads(json.dumps(configuration.values).replace("WATCHED", watched))
+    chart = ChartOperator(cp, helm_home, tmp_path, values)
+    chart.crds_after_operator = configuration.crds_after_operator
+    chart.namespace_after_operator = configuration.namespace_after_operator
+    if values.get("watchNamespaces"):
+        if not configuration.namespace_after_operator:
+            create_namespace(cp, watched)
+        return chart, watched
+    return chart, create_namespace(cp, unique("app"))
+
+
+def _roles(config: str, home: dict[str, str]) -> list[Manifest]:
+    """The ClusterRole and (the first) Role a configuration renders."""
+    values = json.loads(json.dumps(CONFIGURATIONS[config].values).replace("WATCHED", "w"))
+    manifests = render(home, values=values)
+    return find(manifests, "ClusterRole") + find(manifests, "Role")[:1]
+
+
+def _grant(rule: dict[str, Any], verb: str) -> str:
+    return f"{rule['apiGroups'][0] or 'core'}/{','.join(rule['resources'])}:{verb}"
+
+
+# Watching the peering object is how kopf learns that a peer of higher priority
+# appeared (and stands by); one operator alone completes the examples without it.
+# Showing it needs a second peer: until that test exists this is an expected failure
+# (strict: it is reported the moment it stops failing).
+_KNOWN_GAPS = {
+    ("kopf.dev", "watch"): pytest.mark.xfail(
+        strict=True, reason="peering watch matters only with a second peer; not yet shown"
+    )
+}
+
+
+def _verbs_to_take_away() -> list[Any]:
+    """(configuration, role kind, rule index, verb) for every verb the chart grants,
+    rendered at collection so that a rule added to the chart is tested without editing
+    this file."""
+    params = []
+    try:
+        for config, configuration in CONFIGURATIONS.items():
+            for role in _roles(config, {}):
+                for index, rule in enumerate(role["rules"]):
+                    if rule["apiGroups"][0] in configuration.proves:
+                        params += [
+                            pytest.param(
+                                config, role["kind"], index, verb,
+                                id=f"{config}:{role['kind']}:{_grant(rule, verb)}",
+                                marks=_KNOWN_GAPS.get((rule["apiGroups"][0], verb), ()),
+                            )
+                            for verb in rule["verbs"]
+                        ]  # fmt: skip
+    except (ToolNotFound, pytest.fail.Exception) as e:  # collected on a machine without helm
+        params.append(pytest.param("", "", 0, "", id="no-helm", marks=pytest.mark.skip(str(e))))
+    return params
+
+
+def test_every_granted_verb_is_taken_away_in_some_configuration(
+    helm_home: dict[str, str],
+) -> None:
+    taken = set()
+    for param in _verbs_to_take_away():
+        config, kind, index, verb = param.values
+        (role,) = [r for r in _roles(config, helm_home) if r["kind"] == kind]
+        taken.add(_grant(role["rules"][index], verb))
+    granted = {
+        _grant(rule, verb)
+        for config in CONFIGURATIONS
+        for role in _roles(config, helm_home)
+        for rule in role["rules"]
+        for verb in rule["verbs"]
+    }
+    assert granted == taken
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", list(CONFIGURATIONS))
+def test_operator_completes_the_examples_with_the_charts_rbac_only(
+    plane_for: Callable[[str], ControlPlane],
+    helm_home: dict[str, str],
+    tmp_path: Path,
+    config: str,
+) -> None:
+    chart, namespace = _setup(plane_for(config), helm_home, tmp_path, config)
+    chart.install()
+    problems = attempt_examples(chart, namespace, timeout=60)
+    assert not problems, f"{problems}\n{chart.log[-4000:]}"
+    # Nothing refused (but the watched namespace's objects while they were being created).
+    refused = [
+        line
+        for line in chart.log.splitlines()
+        if "Forbidden" in line and not (chart.namespace_after_operator and namespace in line)
+    ]
+    assert not refused, refused
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("config", "kind", "index", "verb"), _verbs_to_take_away())
+def test_without_any_one_granted_verb_the_examples_do_not_complete(
+    plane_for: Callable[[str], ControlPlane],
+    helm_home: dict[str, str],
+    tmp_path: Path,
+    config: str,
+    kind: str,
+    index: int,
+    verb: str,
+) -> None:
+    chart, namespace = _setup(plane_for(config), helm_home, tmp_path, config)
+    chart.install(without=(kind, index, verb))
+    problems = attempt_examples(chart, namespace, timeout=15)
+    assert problems, f"the examples completed without {verb} of {kind} rule {index}: grant less"
