@@ -202,7 +202,9 @@ def test_rendered_manifests_pass_server_side_dry_run(
 def test_rendered_crds_are_the_generated_ones_plus_helm_metadata(
     helm_home: dict[str, str],
 ) -> None:
-    rendered = {m["metadata"]["name"]: m for m in find(render(helm_home), "CustomResourceDefinition")}
+    rendered = {
+        m["metadata"]["name"]: m for m in find(render(helm_home), "CustomResourceDefinition")
+    }
     generated = [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "crds").glob("*.yaml"))]
     assert set(rendered) == {c["metadata"]["name"] for c in generated}
     for crd in generated:
@@ -212,8 +214,12 @@ def test_rendered_crds_are_the_generated_ones_plus_helm_metadata(
         # Numbers may change representation (10.0 -> 10) through Helm; values may not.
         assert json.loads(json.dumps(mine["spec"])) == json.loads(json.dumps(crd["spec"]))
     unkept = find(render(helm_home, values={"crds": {"keep": False}}), "CustomResourceDefinition")
-    assert all("helm.sh/resource-policy" not in (c["metadata"].get("annotations") or {}) for c in unkept)
-    assert not find(render(helm_home, values={"crds": {"install": False}}), "CustomResourceDefinition")
+    assert all(
+        "helm.sh/resource-policy" not in (c["metadata"].get("annotations") or {}) for c in unkept
+    )
+    assert not find(
+        render(helm_home, values={"crds": {"install": False}}), "CustomResourceDefinition"
+    )
 
 
 def test_deployment_meets_the_restricted_pod_security_standard(
@@ -356,7 +362,9 @@ def test_install_upgrade_and_uninstall_leave_only_the_kept_crds(
     )
     assert "STATUS: deployed" in install.stdout
     assert "rollout status deployment/kurable" in install.stdout  # NOTES.txt
-    deployment = json.loads(cp.kubectl("get", "-n", namespace, "deploy/kurable", "-o", "json").stdout)
+    deployment = json.loads(
+        cp.kubectl("get", "-n", namespace, "deploy/kurable", "-o", "json").stdout
+    )
     assert deployment["spec"]["replicas"] == 1
     assert cp.kubectl("get", "statefulset/kurable-etcd", "-n", namespace).returncode == 0
 
@@ -375,7 +383,9 @@ def test_install_upgrade_and_uninstall_leave_only_the_kept_crds(
         kubeconfig=cp.kubeconfig,
     )
     assert "STATUS: deployed" in upgrade.stdout
-    deployment = json.loads(cp.kubectl("get", "-n", namespace, "deploy/kurable", "-o", "json").stdout)
+    deployment = json.loads(
+        cp.kubectl("get", "-n", namespace, "deploy/kurable", "-o", "json").stdout
+    )
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert deployment["spec"]["replicas"] == 2
     assert "--peering" in container["args"]
@@ -637,7 +647,9 @@ def _peers(chart: ChartOperator, namespace: str) -> dict[str, Any]:
     if chart.values.get("watchNamespaces"):
         peering = get(chart.cp, namespace, f"kopfpeering/{name}")
     else:
-        peering = json.loads(chart.cp.kubectl("get", f"clusterkopfpeering/{name}", "-o", "json").stdout)
+        peering = json.loads(
+            chart.cp.kubectl("get", f"clusterkopfpeering/{name}", "-o", "json").stdout
+        )
     status: dict[str, Any] = peering.get("status") or {}
     return status
 
@@ -666,10 +678,11 @@ def attempt_examples(chart: ChartOperator, namespace: str, timeout: float) -> li
                     "-p", '{"metadata":{"finalizers":null}}', check=False,
                 )  # fmt: skip
                 chart.cp.kubectl("delete", "-n", namespace, ref, "--wait=false", check=False)
-        if chart.values.get("replicas", 1) > 1:
-            # Peering: the operator announces itself (kopf's keep-alive) in the peering object.
-            if not _poll(lambda: chart.identity in _peers(chart, namespace), 10):
-                problems.append(f"not a peer: {_peers(chart, namespace)}")
+        # Peering: the operator announces itself (kopf's keep-alive) in the peering object.
+        if chart.values.get("replicas", 1) > 1 and not _poll(
+            lambda: chart.identity in _peers(chart, namespace), 10
+        ):
+            problems.append(f"not a peer: {_peers(chart, namespace)}")
     finally:
         operator.stop()
         chart.log = operator.log_path.read_text()
@@ -791,3 +804,59 @@ def test_without_any_one_granted_verb_the_examples_do_not_complete(
     chart.install(without=(kind, index, verb))
     problems = attempt_examples(chart, namespace, timeout=15)
     assert problems, f"the examples completed without {verb} of {kind} rule {index}: grant less"
+
+
+# -- GitOps ----------------------------------------------------------------------------
+
+GITOPS = ROOT / "examples" / "gitops"
+
+
+def _gitops_manifests(cp: ControlPlane) -> str:
+    """What Argo CD or Flux applies: the kustomization of definitions, plus a run."""
+    definitions = cp.kubectl("kustomize", str(GITOPS)).stdout
+    return definitions + "---\n" + HELLO.read_text()
+
+
+def _snapshot(cp: ControlPlane, namespace: str) -> dict[str, tuple[int, Any]]:
+    objects = json.loads(
+        cp.kubectl(
+            "get", "-n", namespace, "workflows,workflowtemplates,entitytypes", "-o", "json"
+        ).stdout
+    )["items"]
+    return {
+        f"{o['kind']}/{o['metadata']['name']}": (o["metadata"]["generation"], o["spec"])
+        for o in objects
+    }
+
+
+@pytest.mark.parametrize("apply_mode", ["client-side", "server-side"])
+def test_reapplying_the_same_manifests_after_the_operator_ran_changes_no_spec(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, apply_mode: str
+) -> None:
+    cp = control_plane
+    manifests = _gitops_manifests(cp)
+    flags = ["--server-side", "--field-manager=gitops"] if apply_mode == "server-side" else []
+    cp.kubectl("apply", "-n", namespace, *flags, "-f", "-", input=manifests)
+    # The operator has processed the run: finalizer, status, phase Succeeded.
+    done = _poll(
+        lambda: (
+            (get(cp, namespace, "workflow/hello").get("status") or {}).get("phase") == "Succeeded"
+        ),
+        60,
+    )
+    assert done, get(cp, namespace, "workflow/hello")
+    assert get(cp, namespace, "workflow/hello")["metadata"]["finalizers"]
+    before = _snapshot(cp, namespace)
+    assert set(before) == {"Workflow/hello", "WorkflowTemplate/greeting", "EntityType/counter"}
+
+    diff = cp.kubectl("diff", "-n", namespace, *flags[:2], "-f", "-", input=manifests, check=False)
+    assert diff.returncode == 0, diff.stdout + diff.stderr
+    again = cp.kubectl("apply", "-n", namespace, *flags, "-f", "-", input=manifests).stdout
+    if apply_mode == "client-side":
+        assert again.count("unchanged") == 3, again
+    assert _snapshot(cp, namespace) == before
+
+    # Argo CD would show the run Healthy (its health check on the real status).
+    from tests.unit.chart.test_argocd_health import health
+
+    assert health("workflow", get(cp, namespace, "workflow/hello"))["status"] == "Healthy"
