@@ -189,7 +189,12 @@ def test_rendered_manifests_pass_server_side_dry_run(
         assert {"CustomResourceDefinition", "NetworkPolicy", "Service"} <= kinds
     else:
         assert {"Role", "RoleBinding", "KopfPeering", "Deployment"} <= kinds
-        assert not kinds & {"ClusterRole", "ClusterKopfPeering"}
+        assert "ClusterKopfPeering" not in kinds
+        # Cluster-wide, only reads kopf needs (CRDs, namespaces); Kurable's rules are Roles.
+        (cluster_role,) = find(manifests, "ClusterRole")
+        groups = {g for rule in cluster_role["rules"] for g in rule["apiGroups"]}
+        assert groups == {"apiextensions.k8s.io", ""}
+        assert {v for rule in cluster_role["rules"] for v in rule["verbs"]} == {"list", "watch"}
         assert ("StatefulSet" in kinds) == (values == "all-with-bundled-etcd")
         assert ("PodDisruptionBudget" in kinds) == (values == "all-with-bundled-etcd")
     result = control_plane.kubectl(
