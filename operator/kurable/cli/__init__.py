@@ -39,6 +39,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="a name at most one live operator holds, e.g. the pod name "
         "($KURABLE_EXECUTOR_ID); a restart under the same name resumes runs at once",
     )
+    op.add_argument(
+        "--peering",
+        metavar="NAME",
+        help="join kopf's peering NAME (a ClusterKopfPeering, or a KopfPeering in each "
+        "watched namespace): one replica is active, the others stand by; default: standalone",
+    )
+    op.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority, the highest live one is active (default with --peering: "
+        "random, since same-priority peers all pause)",
+    )
     op.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     op.set_defaults(func=_operator.run)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 
 import kopf
 
@@ -22,9 +23,16 @@ def run(args: argparse.Namespace) -> int:
     import kurable.handlers  # noqa: F401  (registers the handlers)
 
     memo = kopf.Memo(lease_ttl=args.lease_ttl)
+    # kopf's peering is active/standby, and peers of equal priority all pause: without
+    # an explicit priority each replica draws its own.
+    priority = args.priority
+    if args.peering and priority is None:
+        priority = random.randint(1, 2**31 - 1)
     asyncio.run(
         kopf.operator(
-            standalone=True,
+            standalone=not args.peering,
+            peering_name=args.peering or None,
+            priority=priority,
             clusterwide=not args.namespace,
             namespaces=args.namespace,
             liveness_endpoint=args.liveness,

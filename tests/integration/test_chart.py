@@ -1,0 +1,867 @@
+"""The Helm chart against the real control plane: lint, render, install, least privilege.
+
+The least-privilege tests run the operator out of cluster with a token of the chart's
+own ServiceAccount (TokenRequest API), under the chart's own RBAC, and prove that the
+examples complete; then that taking away any single verb of the chart's rules makes
+them fail to complete, so the chart grants nothing the operator does not use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kurable.testing import ControlPlane, OperatorProcess, ToolNotFound, find_tool
+from tests.conftest import ROOT
+
+from .conftest import get, journal
+
+CHART = ROOT / "charts" / "kurable"
+VALUES_ALL = CHART / "ci" / "values-all.yaml"
+HELLO = ROOT / "examples" / "hello" / "workflow.yaml"
+
+Manifest = dict[str, Any]
+
+
+# -- helm ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def helm_home(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Helm's cache, config and data directories, away from the user's."""
+    home = tmp_path_factory.mktemp("helm")
+    return {
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+    }
+
+
+def helm(
+    home: dict[str, str],
+    *args: str,
+    kubeconfig: Path | None = None,
+    check: bool = True,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **home}
+    if kubeconfig is not None:
+        env["KUBECONFIG"] = str(kubeconfig)
+    result = subprocess.run(
+        [find_tool("helm"), *args],
+        env=env,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        pytest.fail(f"helm {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
+    return result
+
+
+def render(
+    home: dict[str, str],
+    release: str = "kurable",
+    namespace: str = "kurable-system",
+    values: dict[str, Any] | None = None,
+    values_file: Path | None = None,
+    include_crds: bool = False,
+) -> list[Manifest]:
+    """`helm template` as a list of manifests."""
+    args = ["template", release, str(CHART), "--namespace", namespace]
+    if values_file is not None:
+        args += ["--values", str(values_file)]
+    if values:
+        args += ["--values", "-"]
+    if include_crds:
+        args.append("--include-crds")
+    out = helm(home, *args, input=yaml.safe_dump(values) if values else None).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def find(manifests: list[Manifest], kind: str, name: str | None = None) -> list[Manifest]:
+    return [
+        m
+        for m in manifests
+        if m["kind"] == kind and (name is None or m["metadata"]["name"] == name)
+    ]
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(3)}"
+
+
+def create_namespace(cp: ControlPlane, name: str) -> str:
+    cp.kubectl("create", "namespace", name)
+    return name
+
+
+# -- lint and render -------------------------------------------------------------------
+
+
+def test_helm_lint_strict_passes_for_default_and_all_option_values(
+    helm_home: dict[str, str],
+) -> None:
+    helm(helm_home, "lint", "--strict", str(CHART))
+    helm(helm_home, "lint", "--strict", str(CHART), "--values", str(VALUES_ALL))
+
+
+def test_values_all_exercises_every_value_of_the_schema() -> None:
+    """ci/values-all.yaml sets every leaf the schema declares (so that rendering it
+    really exercises every option)."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load(VALUES_ALL.read_text())
+
+    def leaves(node: dict[str, Any], path: str = "") -> list[str]:
+        if node.get("type") == "object" and "properties" in node:
+            out = []
+            for key, child in node["properties"].items():
+                out += leaves(child, f"{path}.{key}")
+            return out
+        return [path]
+
+    def has(path: str) -> bool:
+        node: Any = values
+        for part in path.strip(".").split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+
+    # `global` is Helm's own.
+    missing = [p for p in leaves(schema) if not has(p) and p not in (".global",)]
+    assert not missing, f"ci/values-all.yaml does not set {missing}"
+
+
+def test_wrong_values_fail_with_the_schemas_message(helm_home: dict[str, str]) -> None:
+    cases = {
+        "replicas: two": ("/replicas", "got string, want integer"),
+        "etcd: {replicas: 2}": ("/etcd/replicas", "must be one of"),
+        "watchNamespaces: ['team-*']": ("/watchNamespaces/0", "does not match pattern"),
+        "image: {pullPolicy: Sometimes}": ("/image/pullPolicy", "must be one of"),
+        "replica: 2": ("", "additional properties 'replica' not allowed"),
+    }
+    for text, (where, message) in cases.items():
+        result = helm(
+            helm_home, "template", "r", str(CHART), "--values", "-", input=text, check=False
+        )
+        assert result.returncode != 0, f"helm accepted {text!r}"
+        assert "values don't meet the specifications of the schema" in result.stderr, text
+        assert f"at '{where}'" in result.stderr and message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("values", ["default", "all", "all-with-bundled-etcd"])
+def test_rendered_manifests_pass_server_side_dry_run(
+    control_plane: ControlPlane, helm_home: dict[str, str], values: str
+) -> None:
+    namespace = create_namespace(control_plane, unique("chart"))
+    watched = [create_namespace(control_plane, unique("team")) for _ in range(2)]
+    # kopf's peering CRDs (the chart's crds/ folder) must exist for the peering objects
+    # to be checked; installing them for real is what `helm install` does too.
+    control_plane.install_crds(CHART / "crds")
+    overrides: dict[str, Any] = {"watchNamespaces": watched}
+    if values == "all-with-bundled-etcd":
+        overrides["etcd"] = {"endpoints": []}
+    manifests = render(
+        helm_home,
+        release=unique("r"),
+        namespace=namespace,
+        values_file=None if values == "default" else VALUES_ALL,
+        values=None if values == "default" else overrides,
+        include_crds=True,
+    )
+    kinds = {m["kind"] for m in manifests}
+    if values == "default":
+        assert {"ClusterRole", "ClusterRoleBinding", "StatefulSet", "Deployment"} <= kinds
+        assert {"CustomResourceDefinition", "NetworkPolicy", "Service"} <= kinds
+    else:
+        assert {"Role", "RoleBinding", "KopfPeering", "Deployment"} <= kinds
+        assert "ClusterKopfPeering" not in kinds
+        # Cluster-wide, only reads kopf needs (CRDs, namespaces); Kurable's rules are Roles.
+        (cluster_role,) = find(manifests, "ClusterRole")
+        groups = {g for rule in cluster_role["rules"] for g in rule["apiGroups"]}
+        assert groups == {"apiextensions.k8s.io", ""}
+        assert {v for rule in cluster_role["rules"] for v in rule["verbs"]} == {"list", "watch"}
+        assert ("StatefulSet" in kinds) == (values == "all-with-bundled-etcd")
+        assert ("PodDisruptionBudget" in kinds) == (values == "all-with-bundled-etcd")
+    result = control_plane.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(manifests), check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("(server dry run)") == len(manifests)
+
+
+def test_rendered_crds_are_the_generated_ones_plus_helm_metadata(
+    helm_home: dict[str, str],
+) -> None:
+    rendered = {
+        m["metadata"]["name"]: m for m in find(render(helm_home), "CustomResourceDefinition")
+    }
+    generated = [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "crds").glob("*.yaml"))]
+    assert set(rendered) == {c["metadata"]["name"] for c in generated}
+    for crd in generated:
+        mine = rendered[crd["metadata"]["name"]]
+        assert mine["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert crd["metadata"].get("labels", {}).items() <= mine["metadata"]["labels"].items()
+        # Numbers may change representation (10.0 -> 10) through Helm; values may not.
+        assert json.loads(json.dumps(mine["spec"])) == json.loads(json.dumps(crd["spec"]))
+    unkept = find(render(helm_home, values={"crds": {"keep": False}}), "CustomResourceDefinition")
+    assert all(
+        "helm.sh/resource-policy" not in (c["metadata"].get("annotations") or {}) for c in unkept
+    )
+    assert not find(
+        render(helm_home, values={"crds": {"install": False}}), "CustomResourceDefinition"
+    )
+
+
+def test_deployment_meets_the_restricted_pod_security_standard(
+    control_plane: ControlPlane, helm_home: dict[str, str]
+) -> None:
+    """The API server's own PodSecurity admission, enforcing `restricted`, admits the
+    operator's and etcd's pods (a dry run in a namespace labelled to enforce it)."""
+    namespace = unique("restricted")
+    control_plane.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {
+                    "name": namespace,
+                    "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
+                },
+            }
+        ),
+    )
+    manifests = render(helm_home, namespace=namespace, values={"etcd": {"replicas": 3}})
+    for workload in find(manifests, "Deployment") + find(manifests, "StatefulSet"):
+        spec = workload["spec"]["template"]["spec"]
+        # A StatefulSet's pods get their claims' volumes from the controller.
+        for claim in workload["spec"].get("volumeClaimTemplates", []):
+            spec.setdefault("volumes", []).append(
+                {"name": claim["metadata"]["name"], "emptyDir": {}}
+            )
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": unique("probe"), "namespace": namespace},
+            "spec": spec,
+        }
+        result = control_plane.kubectl(
+            "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(pod), check=False
+        )
+        assert result.returncode == 0, f"{workload['kind']}: {result.stderr}"
+        assert "Warning" not in result.stderr, result.stderr
+    # And the check can fail: a privileged container is refused.
+    pod["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+    result = control_plane.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(pod), check=False
+    )
+    assert result.returncode != 0 and "allowPrivilegeEscalation" in result.stderr
+
+
+def test_deployment_takes_image_probe_env_and_args_from_values(helm_home: dict[str, str]) -> None:
+    values = yaml.safe_load(VALUES_ALL.read_text())
+    (deployment,) = find(
+        render(helm_home, values_file=VALUES_ALL, values={"watchNamespaces": ["a", "b"]}),
+        "Deployment",
+    )
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == f"{values['image']['repository']}:{values['image']['tag']}"
+    assert container["imagePullPolicy"] == values["image"]["pullPolicy"]
+    assert container["resources"] == values["resources"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["ports"][0]["containerPort"] == values["healthPort"]
+    args = container["args"]
+    assert args[:3] == ["operator", "--liveness", f"http://0.0.0.0:{values['healthPort']}/healthz"]
+    assert _pairs(args, "--namespace") == ["a", "b"]
+    assert _pairs(args, "--peering") == [values["peering"]["name"]]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["KURABLE_EXECUTOR_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["KURABLE_ETCD_ENDPOINTS"]["value"] == ",".join(values["etcd"]["endpoints"])
+    assert env["KURABLE_ETCD_PREFIX"]["value"] == values["etcd"]["prefix"]
+    assert {v["name"]: v for v in pod["volumes"]}["tmp"]["emptyDir"]
+    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+
+    (single,) = find(render(helm_home), "Deployment")
+    assert single["spec"]["strategy"]["type"] == "Recreate"
+    assert "--peering" not in single["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def _pairs(args: list[str], flag: str) -> list[str]:
+    return [args[i + 1] for i, a in enumerate(args) if a == flag]
+
+
+def test_kinds_with_handlers_are_exactly_the_kinds_the_rbac_grants(
+    helm_home: dict[str, str],
+) -> None:
+    """When a handler for a new kind lands, the chart's rules must grow with it."""
+    import kopf
+
+    import kurable.handlers  # noqa: F401  (registers the handlers)
+
+    registry = kopf.get_default_registry()
+    handled = {
+        handler.selector.plural or handler.selector.any_name
+        for registry_part in (registry._watching, registry._spawning, registry._changing)
+        for handler in registry_part.get_all_handlers()
+        if handler.selector is not None and handler.selector.group == "kurable.dev"
+    }
+    (role,) = find(render(helm_home), "ClusterRole")
+    granted = {
+        resource
+        for rule in role["rules"]
+        if rule["apiGroups"] == ["kurable.dev"] and "watch" in rule["verbs"]
+        for resource in rule["resources"]
+    }
+    assert handled == granted
+
+
+# -- install, upgrade, uninstall -------------------------------------------------------
+
+
+@pytest.fixture
+def empty_control_plane() -> Iterator[ControlPlane]:
+    """A control plane of its own, without CRDs: Helm installs them, and what an
+    uninstall leaves behind is not mixed up with other tests' objects."""
+    with ControlPlane() as plane:
+        yield plane
+
+
+def cluster_scoped_objects(cp: ControlPlane) -> set[str]:
+    kinds = cp.kubectl("api-resources", "--namespaced=false", "--verbs=list", "-o", "name")
+    names: set[str] = set()
+    for kind in kinds.stdout.split():
+        listed = cp.kubectl("get", kind, "-o", "name", check=False)
+        names.update(listed.stdout.split())
+    return names
+
+
+@pytest.mark.slow
+def test_install_upgrade_and_uninstall_leave_only_the_kept_crds(
+    empty_control_plane: ControlPlane, helm_home: dict[str, str], tmp_path: Path
+) -> None:
+    cp = empty_control_plane
+    namespace = create_namespace(cp, "kurable-system")
+    before = cluster_scoped_objects(cp)
+    release = "kurable"
+    install = helm(
+        helm_home, "install", release, str(CHART), "-n", namespace, kubeconfig=cp.kubeconfig
+    )
+    assert "STATUS: deployed" in install.stdout
+    assert "rollout status deployment/kurable" in install.stdout  # NOTES.txt
+    deployment = json.loads(
+        cp.kubectl("get", "-n", namespace, "deploy/kurable", "-o", "json").stdout
+    )
+    assert deployment["spec"]["replicas"] == 1
+    assert cp.kubectl("get", "statefulset/kurable-etcd", "-n", namespace).returncode == 0
+
+    # Changed values: peering replicas, an external etcd (the StatefulSet goes).
+    upgrade = helm(
+        helm_home,
+        "upgrade",
+        release,
+        str(CHART),
+        "-n",
+        namespace,
+        "--set",
+        "replicas=2",
+        "--set",
+        "etcd.endpoints={etcd-0.example:2379}",
+        kubeconfig=cp.kubeconfig,
+    )
+    assert "STATUS: deployed" in upgrade.stdout
+    deployment = json.loads(
+        cp.kubectl("get", "-n", namespace, "deploy/kurable", "-o", "json").stdout
+    )
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert deployment["spec"]["replicas"] == 2
+    assert "--peering" in container["args"]
+    assert cp.kubectl("get", "clusterkopfpeering/kurable").returncode == 0
+    assert cp.kubectl("get", "statefulset/kurable-etcd", "-n", namespace, check=False).returncode
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KURABLE_ETCD_ENDPOINTS"] == "etcd-0.example:2379"
+
+    # CRDs upgrade with the release: a chart whose Workflow CRD changed changes it.
+    changed = tmp_path / "kurable"
+    shutil.copytree(CHART, changed)
+    crd_file = changed / "files" / "crds" / "kurable.dev_workflows.yaml"
+    crd = yaml.safe_load(crd_file.read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    schema["description"] = "changed by the upgrade test"
+    crd_file.write_text(yaml.safe_dump(crd))
+    helm(
+        helm_home, "upgrade", release, str(changed), "-n", namespace, "--reuse-values",
+        kubeconfig=cp.kubeconfig,
+    )  # fmt: skip
+    stored = json.loads(cp.kubectl("get", "crd/workflows.kurable.dev", "-o", "json").stdout)
+    assert stored["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["description"] == (
+        "changed by the upgrade test"
+    )
+
+    helm(helm_home, "uninstall", release, "-n", namespace, kubeconfig=cp.kubeconfig)
+    left = cluster_scoped_objects(cp) - before
+    crds = {f"customresourcedefinition.apiextensions.k8s.io/{n}" for n in _chart_crd_names()}
+    # The API server registers an APIService per group version its CRDs serve.
+    crds |= {
+        f"apiservice.apiregistration.k8s.io/{version}.{group}"
+        for group, version in (("kurable.dev", "v1alpha1"), ("kopf.dev", "v1"))
+    }
+    assert left == crds, f"left behind: {sorted(left - crds)}; missing: {sorted(crds - left)}"
+    # Nothing of the release is left in its namespace either.
+    for kind in ("deployment", "statefulset", "service", "serviceaccount", "networkpolicy"):
+        assert cp.kubectl("get", kind, "-n", namespace, "-o", "name").stdout.strip() == ""
+
+
+def _chart_crd_names() -> set[str]:
+    """Kurable's CRDs (kept) and kopf's peering CRDs (Helm's crds/ folder: never deleted)."""
+    files = [*(ROOT / "crds").glob("*.yaml"), CHART / "crds" / "kopf-peering.yaml"]
+    return {d["metadata"]["name"] for f in files for d in yaml.safe_load_all(f.read_text()) if d}
+
+
+# -- least privilege -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Example:
+    """An example a user applies, and how to tell that the operator completed it."""
+
+    path: Path
+    kind: str
+    name: str
+
+    def run(self, cp: ControlPlane, namespace: str, prefix: str, timeout: float) -> str | None:
+        """Apply it and follow it to the end; the first thing that went wrong, or None."""
+        cp.kubectl("apply", "-n", namespace, "-f", str(self.path))
+        ref = f"{self.kind.lower()}/{self.name}"
+        done = _poll(
+            lambda: (get(cp, namespace, ref).get("status") or {}).get("phase") == "Succeeded",
+            timeout,
+        )
+        if not done:
+            return f"{ref} did not succeed: status {get(cp, namespace, ref).get('status')}"
+        obj = get(cp, namespace, ref)
+        # Kubernetes Events for the phase changes (DESIGN.md: every phase change).
+        wanted = {"Started", "Succeeded"}
+        if not _poll(lambda: wanted <= _event_reasons(cp, namespace, self.kind, self.name), 10):
+            return f"{ref}: events {_event_reasons(cp, namespace, self.kind, self.name)}"
+        # Deleting it waits for the operator (finalizer), which removes its journal.
+        cp.kubectl("delete", "-n", namespace, ref, "--wait=false")
+        gone = _poll(
+            lambda: cp.kubectl("get", "-n", namespace, ref, check=False).returncode != 0, 10
+        )
+        if not gone:
+            return f"{ref} was not finalised after deletion"
+        if journal(cp, obj["metadata"]["uid"], prefix):
+            return f"{ref}: its journal is still in etcd after deletion"
+        return None
+
+
+EXAMPLES = [Example(HELLO, "Workflow", "hello")]
+
+
+def _poll(probe: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.25)
+    return True
+
+
+def _event_reasons(cp: ControlPlane, namespace: str, kind: str, name: str) -> set[str]:
+    events = json.loads(
+        cp.kubectl(
+            "get",
+            "events",
+            "-n",
+            namespace,
+            "--field-selector",
+            f"involvedObject.kind={kind},involvedObject.name={name}",
+            "-o",
+            "json",
+        ).stdout
+    )["items"]
+    return {e["reason"] for e in events}
+
+
+@dataclass
+class ChartOperator:
+    """The operator as the chart deploys it, but out of cluster: the chart's
+    ServiceAccount, RBAC, peering objects and container args, with a token from the
+    TokenRequest API in a kubeconfig of its own."""
+
+    cp: ControlPlane
+    helm_home: dict[str, str]
+    tmp_path: Path
+    values: dict[str, Any]
+    release: str = ""
+    namespace: str = ""
+    prefix: str = ""
+    identity: str = ""
+    log: str = ""
+    crds_after_operator: bool = False
+    namespace_after_operator: bool = False
+    deferred: list[Manifest] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.release = unique("lp")
+        self.namespace = unique("kurable")
+        self.prefix = f"/{self.release}/"
+        self.identity = f"{self.release}-0"
+        self.manifests = render(
+            self.helm_home, release=self.release, namespace=self.namespace, values=self.values
+        )
+
+    def rules(self) -> list[dict[str, Any]]:
+        roles = find(self.manifests, "ClusterRole") + find(self.manifests, "Role")
+        return [rule for role in roles for rule in role["rules"]]
+
+    def install(self, without: tuple[str, int, str] | None = None) -> None:
+        """Create the ServiceAccount, RBAC and peering objects as the admin; `without`
+        (role kind, rule index, verb) takes one verb away from every such role."""
+        create_namespace(self.cp, self.namespace)
+        wanted = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+        wanted |= {"ClusterKopfPeering", "KopfPeering"}
+        objects = [m for m in self.manifests if m["kind"] in wanted]
+        if without is not None:
+            kind, index, verb = without
+            for role in objects:
+                if role["kind"] == kind:
+                    rule = role["rules"][index]
+                    rule["verbs"] = [v for v in rule["verbs"] if v != verb]
+                    if not rule["verbs"]:
+                        del role["rules"][index]
+        if self.namespace_after_operator:
+            watched = set(self.values["watchNamespaces"])
+            self.deferred = [o for o in objects if o["metadata"].get("namespace") in watched]
+            objects = [o for o in objects if o not in self.deferred]
+        self.cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
+
+    def install_deferred(self) -> None:
+        for namespace in self.values.get("watchNamespaces", []):
+            create_namespace(self.cp, namespace)
+        self.cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(self.deferred))
+
+    def kubeconfig(self) -> Path:
+        (account,) = find(self.manifests, "ServiceAccount")
+        token = self.cp.kubectl(
+            "create", "token", account["metadata"]["name"], "-n", self.namespace,
+            "--duration=1h",
+        ).stdout.strip()  # fmt: skip
+        admin = yaml.safe_load(self.cp.kubeconfig.read_text())
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": admin["clusters"],
+            "users": [{"name": "operator", "user": {"token": token}}],
+            "contexts": [
+                {"name": "operator", "context": {"cluster": "kurable", "user": "operator"}}
+            ],
+            "current-context": "operator",
+        }
+        path = self.tmp_path / f"{self.release}.kubeconfig"
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
+
+    def operator(self) -> OperatorProcess:
+        """`kurable operator` with the Deployment's arguments (but its own liveness port)."""
+        (deployment,) = find(self.manifests, "Deployment")
+        args = list(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+        assert args[:2] == ["operator", "--liveness"]
+        env = {
+            "KUBECONFIG": str(self.kubeconfig()),
+            "KURABLE_ETCD_ENDPOINTS": self.cp.etcd_endpoint,
+            "KURABLE_ETCD_PREFIX": self.prefix,
+            "POD_ID": self.identity,  # what the downward API gives kopf in a pod
+            "KURABLE_EXECUTOR_ID": self.identity,
+        }
+        return OperatorProcess(env, self.tmp_path / f"{self.release}.log", extra_args=args[3:])
+
+
+@pytest.fixture(scope="module")
+def rbac_control_plane() -> Iterator[ControlPlane]:
+    """A control plane for operators that watch all namespaces: the session's operator
+    must not complete the examples for them, nor they for each other (one at a time)."""
+    with ControlPlane(crds=[ROOT / "crds", CHART / "crds"]) as plane:
+        yield plane
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """Chart values, and which of the rules they grant this configuration proves needed
+    (each rule is taken away in exactly one configuration)."""
+
+    values: dict[str, Any]
+    proves: tuple[str, ...]  # API groups of the rules ("" is the core group)
+    crds_after_operator: bool = False  # CRDs are installed once the operator runs
+    # The watched namespace (and the chart's objects in it) appear once the operator
+    # runs, as when a GitOps tool syncs them together.
+    namespace_after_operator: bool = False
+
+
+CONFIGURATIONS = {
+    "all-namespaces": Configuration({}, ("kurable.dev", "")),
+    "crds-after-operator": Configuration({}, ("apiextensions.k8s.io",), True),
+    "peering": Configuration({"replicas": 2}, ("kopf.dev",)),
+    # WATCHED: a fresh namespace.
+    "namespaced": Configuration(
+        {"replicas": 2, "watchNamespaces": ["WATCHED"]}, ("kopf.dev", ""), False, True
+    ),
+}
+
+
+@pytest.fixture
+def plane_for(rbac_control_plane: ControlPlane) -> Iterator[Callable[[str], ControlPlane]]:
+    """The module's control plane, or a fresh one without CRDs when the configuration
+    installs them after the operator started."""
+    planes: list[ControlPlane] = []
+
+    def plane(config: str) -> ControlPlane:
+        if not CONFIGURATIONS[config].crds_after_operator:
+            return rbac_control_plane
+        planes.append(ControlPlane(crds=CHART / "crds").start())
+        return planes[-1]
+
+    yield plane
+    for p in planes:
+        p.stop()
+
+
+def _peers(chart: ChartOperator, namespace: str) -> dict[str, Any]:
+    """The status of the chart's peering object: kopf's peers by identity."""
+    name = find(chart.manifests, "Deployment")[0]["metadata"]["name"]
+    if chart.values.get("watchNamespaces"):
+        peering = get(chart.cp, namespace, f"kopfpeering/{name}")
+    else:
+        peering = json.loads(
+            chart.cp.kubectl("get", f"clusterkopfpeering/{name}", "-o", "json").stdout
+        )
+    status: dict[str, Any] = peering.get("status") or {}
+    return status
+
+
+def attempt_examples(chart: ChartOperator, namespace: str, timeout: float) -> list[str]:
+    """Run the chart's operator and every example; what went wrong (nothing: [])."""
+    operator = chart.operator()
+    problems = []
+    try:
+        operator.start()
+    except RuntimeError as e:
+        return [f"the operator did not start: {e}"]
+    try:
+        if chart.crds_after_operator:
+            chart.cp.install_crds(ROOT / "crds")
+        if chart.namespace_after_operator:
+            chart.install_deferred()
+        for example in EXAMPLES:
+            problem = example.run(chart.cp, namespace, chart.prefix, timeout)
+            if problem is not None:
+                problems.append(problem)
+                # Leave nothing for the next operator on this control plane to pick up.
+                ref = f"{example.kind.lower()}/{example.name}"
+                chart.cp.kubectl(
+                    "patch", "-n", namespace, ref, "--type=merge",
+                    "-p", '{"metadata":{"finalizers":null}}', check=False,
+                )  # fmt: skip
+                chart.cp.kubectl("delete", "-n", namespace, ref, "--wait=false", check=False)
+        # Peering: the operator announces itself (kopf's keep-alive) in the peering object.
+        if chart.values.get("replicas", 1) > 1 and not _poll(
+            lambda: chart.identity in _peers(chart, namespace), 10
+        ):
+            problems.append(f"not a peer: {_peers(chart, namespace)}")
+    finally:
+        operator.stop()
+        chart.log = operator.log_path.read_text()
+    return problems
+
+
+def _setup(
+    cp: ControlPlane, helm_home: dict[str, str], tmp_path: Path, config: str
+) -> tuple[ChartOperator, str]:
+    watched = unique("watched")
+    configuration = CONFIGURATIONS[config]
+    values = json.loads(json.dumps(configuration.values).replace("WATCHED", watched))
+    chart = ChartOperator(cp, helm_home, tmp_path, values)
+    chart.crds_after_operator = configuration.crds_after_operator
+    chart.namespace_after_operator = configuration.namespace_after_operator
+    if values.get("watchNamespaces"):
+        if not configuration.namespace_after_operator:
+            create_namespace(cp, watched)
+        return chart, watched
+    return chart, create_namespace(cp, unique("app"))
+
+
+def _roles(config: str, home: dict[str, str]) -> list[Manifest]:
+    """The ClusterRole and (the first) Role a configuration renders."""
+    values = json.loads(json.dumps(CONFIGURATIONS[config].values).replace("WATCHED", "w"))
+    manifests = render(home, values=values)
+    return find(manifests, "ClusterRole") + find(manifests, "Role")[:1]
+
+
+def _grant(rule: dict[str, Any], verb: str) -> str:
+    return f"{rule['apiGroups'][0] or 'core'}/{','.join(rule['resources'])}:{verb}"
+
+
+# Watching the peering object is how kopf learns that a peer of higher priority
+# appeared (and stands by); one operator alone completes the examples without it.
+# Showing it needs a second peer: until that test exists this is an expected failure
+# (strict: it is reported the moment it stops failing).
+_KNOWN_GAPS = {
+    ("kopf.dev", "watch"): pytest.mark.xfail(
+        strict=True, reason="peering watch matters only with a second peer; not yet shown"
+    )
+}
+
+
+def _verbs_to_take_away() -> list[Any]:
+    """(configuration, role kind, rule index, verb) for every verb the chart grants,
+    rendered at collection so that a rule added to the chart is tested without editing
+    this file."""
+    params = []
+    try:
+        for config, configuration in CONFIGURATIONS.items():
+            for role in _roles(config, {}):
+                for index, rule in enumerate(role["rules"]):
+                    if rule["apiGroups"][0] in configuration.proves:
+                        params += [
+                            pytest.param(
+                                config, role["kind"], index, verb,
+                                id=f"{config}:{role['kind']}:{_grant(rule, verb)}",
+                                marks=_KNOWN_GAPS.get((rule["apiGroups"][0], verb), ()),
+                            )
+                            for verb in rule["verbs"]
+                        ]  # fmt: skip
+    except (ToolNotFound, pytest.fail.Exception) as e:  # collected on a machine without helm
+        params.append(pytest.param("", "", 0, "", id="no-helm", marks=pytest.mark.skip(str(e))))
+    return params
+
+
+def test_every_granted_verb_is_taken_away_in_some_configuration(
+    helm_home: dict[str, str],
+) -> None:
+    taken = set()
+    for param in _verbs_to_take_away():
+        config, kind, index, verb = param.values
+        (role,) = [r for r in _roles(config, helm_home) if r["kind"] == kind]
+        taken.add(_grant(role["rules"][index], verb))
+    granted = {
+        _grant(rule, verb)
+        for config in CONFIGURATIONS
+        for role in _roles(config, helm_home)
+        for rule in role["rules"]
+        for verb in rule["verbs"]
+    }
+    assert granted == taken
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", list(CONFIGURATIONS))
+def test_operator_completes_the_examples_with_the_charts_rbac_only(
+    plane_for: Callable[[str], ControlPlane],
+    helm_home: dict[str, str],
+    tmp_path: Path,
+    config: str,
+) -> None:
+    chart, namespace = _setup(plane_for(config), helm_home, tmp_path, config)
+    chart.install()
+    problems = attempt_examples(chart, namespace, timeout=60)
+    assert not problems, f"{problems}\n{chart.log[-4000:]}"
+    # Nothing refused (but the watched namespace's objects while they were being created).
+    refused = [
+        line
+        for line in chart.log.splitlines()
+        if "Forbidden" in line and not (chart.namespace_after_operator and namespace in line)
+    ]
+    assert not refused, refused
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("config", "kind", "index", "verb"), _verbs_to_take_away())
+def test_without_any_one_granted_verb_the_examples_do_not_complete(
+    plane_for: Callable[[str], ControlPlane],
+    helm_home: dict[str, str],
+    tmp_path: Path,
+    config: str,
+    kind: str,
+    index: int,
+    verb: str,
+) -> None:
+    chart, namespace = _setup(plane_for(config), helm_home, tmp_path, config)
+    chart.install(without=(kind, index, verb))
+    problems = attempt_examples(chart, namespace, timeout=15)
+    assert problems, f"the examples completed without {verb} of {kind} rule {index}: grant less"
+
+
+# -- GitOps ----------------------------------------------------------------------------
+
+GITOPS = ROOT / "examples" / "gitops"
+
+
+def _gitops_manifests(cp: ControlPlane) -> str:
+    """What Argo CD or Flux applies: the kustomization of definitions, plus a run."""
+    definitions = cp.kubectl("kustomize", str(GITOPS)).stdout
+    return definitions + "---\n" + HELLO.read_text()
+
+
+def _snapshot(cp: ControlPlane, namespace: str) -> dict[str, tuple[int, Any]]:
+    objects = json.loads(
+        cp.kubectl(
+            "get", "-n", namespace, "workflows,workflowtemplates,entitytypes", "-o", "json"
+        ).stdout
+    )["items"]
+    return {
+        f"{o['kind']}/{o['metadata']['name']}": (o["metadata"]["generation"], o["spec"])
+        for o in objects
+    }
+
+
+@pytest.mark.parametrize("apply_mode", ["client-side", "server-side"])
+def test_reapplying_the_same_manifests_after_the_operator_ran_changes_no_spec(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, apply_mode: str
+) -> None:
+    cp = control_plane
+    manifests = _gitops_manifests(cp)
+    flags = ["--server-side", "--field-manager=gitops"] if apply_mode == "server-side" else []
+    cp.kubectl("apply", "-n", namespace, *flags, "-f", "-", input=manifests)
+    # The operator has processed the run: finalizer, status, phase Succeeded.
+    done = _poll(
+        lambda: (
+            (get(cp, namespace, "workflow/hello").get("status") or {}).get("phase") == "Succeeded"
+        ),
+        60,
+    )
+    assert done, get(cp, namespace, "workflow/hello")
+    assert get(cp, namespace, "workflow/hello")["metadata"]["finalizers"]
+    before = _snapshot(cp, namespace)
+    assert set(before) == {"Workflow/hello", "WorkflowTemplate/greeting", "EntityType/counter"}
+
+    diff = cp.kubectl("diff", "-n", namespace, *flags[:2], "-f", "-", input=manifests, check=False)
+    assert diff.returncode == 0, diff.stdout + diff.stderr
+    again = cp.kubectl("apply", "-n", namespace, *flags, "-f", "-", input=manifests).stdout
+    if apply_mode == "client-side":
+        assert again.count("unchanged") == 3, again
+    assert _snapshot(cp, namespace) == before
+
+    # Argo CD would show the run Healthy (its health check on the real status).
+    from tests.unit.chart.test_argocd_health import health
+
+    assert health("workflow", get(cp, namespace, "workflow/hello"))["status"] == "Healthy"
