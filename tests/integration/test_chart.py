@@ -30,6 +30,7 @@ from .conftest import get, journal
 CHART = ROOT / "charts" / "kurable"
 VALUES_ALL = CHART / "ci" / "values-all.yaml"
 HELLO = ROOT / "examples" / "hello" / "workflow.yaml"
+TRANSFER = ROOT / "examples" / "transfer"
 
 Manifest = dict[str, Any]
 
@@ -443,13 +444,14 @@ def _chart_crd_names() -> set[str]:
 class Example:
     """An example a user applies, and how to tell that the operator completed it."""
 
-    path: Path
+    paths: tuple[Path, ...]
     kind: str
     name: str
 
     def run(self, cp: ControlPlane, namespace: str, prefix: str, timeout: float) -> str | None:
         """Apply it and follow it to the end; the first thing that went wrong, or None."""
-        cp.kubectl("apply", "-n", namespace, "-f", str(self.path))
+        for path in self.paths:
+            cp.kubectl("apply", "-n", namespace, "-f", str(path))
         ref = f"{self.kind.lower()}/{self.name}"
         done = _poll(
             lambda: (get(cp, namespace, ref).get("status") or {}).get("phase") == "Succeeded",
@@ -474,7 +476,13 @@ class Example:
         return None
 
 
-EXAMPLES = [Example(HELLO, "Workflow", "hello")]
+EXAMPLES = [
+    Example((HELLO,), "Workflow", "hello"),
+    # Templates, entities and entity types read, entity status patched.
+    Example((TRANSFER, TRANSFER / "runs"), "Workflow", "transfer-ok"),
+    # A child Workflow created and read.
+    Example((ROOT / "examples" / "child" / "child.yaml",), "Workflow", "parent"),
+]
 
 
 def _poll(probe: Callable[[], bool], timeout: float) -> bool:
@@ -728,7 +736,15 @@ def _grant(rule: dict[str, Any], verb: str) -> str:
 _KNOWN_GAPS = {
     ("kopf.dev", "watch"): pytest.mark.xfail(
         strict=True, reason="peering watch matters only with a second peer; not yet shown"
-    )
+    ),
+    # Used by features no self-contained example exercises yet (ttlSecondsAfterFinished,
+    # http headers from Secrets); their integration tests run with the admin's rights.
+    ("kurable.dev", "delete"): pytest.mark.xfail(
+        strict=True, reason="ttlSecondsAfterFinished is not in the least-privilege examples"
+    ),
+    ("", "get"): pytest.mark.xfail(
+        strict=True, reason="Secret headers are not in the least-privilege examples"
+    ),
 }
 
 

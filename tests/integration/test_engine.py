@@ -505,3 +505,13 @@ def test_parallel_http_branches_call_at_the_same_time(
         r.seq for r in records if r.type == "StepCompleted" and (r.step or "").endswith(".call")
     ]
     assert max(started) < min(completed)  # all three started before any finished
+
+
+def test_child_example_returns_the_childs_output(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    apply(control_plane, namespace, EXAMPLES / "child" / "child.yaml")
+    wf = wait_phase(control_plane, namespace, "parent", ("Succeeded",))
+    assert wf["status"]["output"] == {"square": 144}
+    child = get(control_plane, namespace, "workflow/parent-child")
+    assert child["status"]["template"]["name"] == "square"

@@ -26,7 +26,7 @@ def is_entity_ref(ref: str) -> bool:
 
 def command(args: argparse.Namespace) -> int:
     """Send a command; print the reply as JSON (exit 0) or the rejection on stderr (exit 1)."""
-    from kurable.client import CommandRejected, EntityBusy, EntityNotFound
+    from kurable.client import CommandRejected, EntityBusy, EntityNotFound, HandlerUnavailable
 
     name = _entity_name(args.ref)
     try:
@@ -39,8 +39,8 @@ def command(args: argparse.Namespace) -> int:
         except CommandRejected as e:
             print(f"rejected ({e.reason}): {e.message}", file=sys.stderr)
             return 1
-        except (EntityNotFound, EntityBusy) as e:
-            raise UserError(str(e)) from None
+        except (EntityNotFound, EntityBusy, HandlerUnavailable) as e:
+            raise UserError(f"{e} (nothing was applied; retry with the same --id)") from None
     print(json.dumps(reply))
     return 0
 

@@ -13,8 +13,9 @@ from kurable.client._entities import (
     project_entity_status,
     status_projector,
 )
+from kurable.client._handlers import http_handler
 from kurable.engine.entities import CommandRejected, Snapshot
-from kurable.store.entities import CommandResult, EntityBusy, EntityRef
+from kurable.store.entities import CommandResult, EntityBusy, EntityRef, HandlerUnavailable
 
 __all__ = [
     "AsyncClient",
@@ -24,7 +25,9 @@ __all__ = [
     "EntityBusy",
     "EntityNotFound",
     "EntityRef",
+    "HandlerUnavailable",
     "Snapshot",
+    "http_handler",
     "project_entity_status",
     "status_projector",
 ]

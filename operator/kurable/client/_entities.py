@@ -27,6 +27,7 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 
 from kurable.api.v1alpha1 import ENTITY, ENTITY_TYPE, GROUP, VERSION, EntityTypeSpec
+from kurable.client._handlers import http_handler
 from kurable.engine.entities import Snapshot, project_status, status_merge_patch
 from kurable.engine.journal import now_rfc3339
 from kurable.store import entities as store
@@ -140,6 +141,7 @@ class AsyncClient:
             input,
             command_id or f"client/{uuid.uuid4()}",
             on_committed=self._project,
+            ask=http_handler(),
         )
 
     async def get_state(self, namespace: str | None, entity: str) -> Snapshot:

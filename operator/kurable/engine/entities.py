@@ -120,14 +120,10 @@ def decide(
     if spec.handler is not None:
         raise CommandRejected(
             "HandlerError",
-            f"command {command!r} delegates to an HTTP handler, which this operator "
-            "version does not call; declare guards and emit instead",
+            f"command {command!r} is decided by an HTTP handler: use decide_answered "
+            "with the handler's answer",
         )
-    input = {} if input is None else input
-    if spec.input_schema is not None:
-        problems = schema.validate(spec.input_schema, input, "input")
-        if problems:
-            raise CommandRejected("InvalidInput", "; ".join(problems))
+    input = checked_input(entity_type, command, input)
     context = {"state": dict(state), "input": input}
     for index, guard in enumerate(spec.guards or [], start=1):
         where = f"guard {index} ({guard.rule.strip()})"
@@ -144,6 +140,58 @@ def decide(
         except expressions.ExpressionError as e:
             raise CommandRejected("HandlerError", f"command {command!r}: {e}") from None
         events.append(Event(emitted.type, data))
+    new_state = _applied(entity_type, command, state, events)
+    try:
+        reply = expressions.render(spec.reply, {"state": new_state, "input": input}, "reply")
+    except expressions.ExpressionError as e:
+        raise CommandRejected("HandlerError", f"command {command!r}: {e}") from None
+    return Decision(tuple(events), new_state, reply)
+
+
+def handler_of(entity_type: EntityTypeSpec, command: str) -> str | None:
+    """The URL of the HTTP handler that decides `command`, if one does."""
+    spec = entity_type.commands.get(command)
+    return spec.handler.http.url if spec is not None and spec.handler is not None else None
+
+
+def checked_input(entity_type: EntityTypeSpec, command: str, input: Any) -> Any:
+    """`input` (None as {}) if it fits the command's inputSchema; else CommandRejected."""
+    spec = entity_type.commands.get(command)
+    if spec is None:
+        known = ", ".join(sorted(entity_type.commands)) or "none"
+        raise CommandRejected("UnknownCommand", f"no command {command!r} (known: {known})")
+    input = {} if input is None else input
+    if spec.input_schema is not None:
+        problems = schema.validate(spec.input_schema, input, "input")
+        if problems:
+            raise CommandRejected("InvalidInput", "; ".join(problems))
+    return input
+
+
+def decide_answered(
+    entity_type: EntityTypeSpec, state: Mapping[str, Any], command: str, answer: Any
+) -> Decision:
+    """A command decided by an HTTP handler: check its answer `{events, reply}` (or
+    `{error}`), apply the events with the type's own event handlers, check the state."""
+    where = f"the handler of {command!r}"
+    if not isinstance(answer, Mapping):
+        raise CommandRejected("HandlerError", f"{where} answered {answer!r}, not an object")
+    if answer.get("error"):
+        raise CommandRejected("HandlerError", f"{where} refused: {answer['error']}")
+    raw = answer.get("events") or []
+    if not isinstance(raw, list) or not all(
+        isinstance(e, Mapping) and isinstance(e.get("type"), str) for e in raw
+    ):
+        raise CommandRejected("HandlerError", f"{where}: events must be [{{type, data}}, ...]")
+    events = [Event(e["type"], e.get("data")) for e in raw]
+    new_state = _applied(entity_type, command, state, events)
+    return Decision(tuple(events), new_state, answer.get("reply"))
+
+
+def _applied(
+    entity_type: EntityTypeSpec, command: str, state: Mapping[str, Any], events: list[Event]
+) -> dict[str, Any]:
+    """The state after `events`, checked against the stateSchema."""
     new_state: dict[str, Any] = dict(state)
     for event in events:
         try:
@@ -156,11 +204,7 @@ def decide(
             "InvalidState",
             f"command {command!r} would leave the state invalid: " + "; ".join(problems),
         )
-    try:
-        reply = expressions.render(spec.reply, {"state": new_state, "input": input}, "reply")
-    except expressions.ExpressionError as e:
-        raise CommandRejected("HandlerError", f"command {command!r}: {e}") from None
-    return Decision(tuple(events), new_state, reply)
+    return new_state
 
 
 def apply_event(
@@ -213,11 +257,6 @@ def definition_problems(entity_type: EntityTypeSpec) -> list[str]:
         where = f"spec.commands.{name}"
         if command.input_schema is not None:
             problems += schema.check_schema(command.input_schema, f"{where}.inputSchema")
-        if command.handler is not None:
-            problems.append(
-                f"{where}.handler: HTTP handlers are not supported by this operator version; "
-                "declare guards and emit instead"
-            )
         for index, guard in enumerate(command.guards or []):
             problems += _compile(
                 guard.rule if "${" in guard.rule else "${" + guard.rule + "}",

@@ -29,12 +29,12 @@ from kurable.api.v1alpha1 import (
     WORKFLOW,
     parse_duration,
 )
-from kurable.client import status_projector
+from kurable.client import http_handler, status_projector
 from kurable.engine import expressions
 from kurable.engine.decide import Act, StepError
 from kurable.engine.entities import CommandRejected
 from kurable.engine.journal import TERMINAL_PHASES
-from kurable.store.entities import EntityBusy, execute_command
+from kurable.store.entities import EntityBusy, HandlerUnavailable, execute_command
 
 from ._runtime import Runtime
 
@@ -167,7 +167,10 @@ async def _entity(runtime: Runtime, run: RunRef, act: Act, context: dict[str, An
             command_input,
             act.idempotency_key(run.uid),
             on_committed=status_projector(runtime.api),
+            ask=http_handler(runtime.http),
         )
+    except HandlerUnavailable as e:
+        return None, StepError("Unavailable", f"{name}.{spec.command}: {e}")
     except CommandRejected as e:
         return None, StepError("CommandRejected", f"{name}.{spec.command}: {e}", retryable=False)
     except EntityBusy as e:

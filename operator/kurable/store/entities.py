@@ -50,10 +50,12 @@ MAX_BACKOFF_SECONDS = 0.2
 MAX_COMMAND_ID_LENGTH = 512
 
 __all__ = [
+    "AskHandler",
     "CommandRejected",
     "CommandResult",
     "EntityBusy",
     "EntityRef",
+    "HandlerUnavailable",
     "OnCommitted",
     "create_entity",
     "execute_command",
@@ -107,6 +109,13 @@ class CommandResult:
 
 
 OnCommitted = Callable[[EntityRef, CommandResult], Awaitable[None]]
+AskHandler = Callable[[str, dict[str, Any], str], Awaitable[Any]]
+"""Calls a command's HTTP handler: (url, {state, command, input, version}, command id)
+-> its JSON answer. Raises HandlerUnavailable when it cannot tell (retry later)."""
+
+
+class HandlerUnavailable(Exception):
+    """The handler did not answer (connection, timeout, 5xx): nothing decided, retry."""
 
 
 async def execute_command(
@@ -120,6 +129,7 @@ async def execute_command(
     *,
     on_committed: OnCommitted | None = None,
     max_attempts: int = MAX_ATTEMPTS,
+    ask: AskHandler | None = None,
 ) -> CommandResult:
     """Apply `command` to `entity` exactly once per `command_id`; raise CommandRejected if refused.
 
@@ -132,7 +142,9 @@ async def execute_command(
     spec = _spec(entity_type)
     _check_command_id(command_id)
     async with _lock(client, ref.uid):
-        result = await _execute(client, prefix, ref, spec, command, input, command_id, max_attempts)
+        result = await _execute(
+            client, prefix, ref, spec, command, input, command_id, max_attempts, ask
+        )
     if on_committed is not None and not result.duplicate:
         try:
             await on_committed(ref, result)
@@ -152,6 +164,7 @@ async def _execute(
     input: Any,
     command_id: str,
     max_attempts: int,
+    ask: AskHandler | None,
 ) -> CommandResult:
     snapshot_key = keys.entity_snapshot(prefix, ref.namespace, ref.name, ref.uid).encode()
     dedup_key = keys.entity_command(prefix, ref.namespace, ref.name, ref.uid, command_id).encode()
@@ -181,7 +194,23 @@ async def _execute(
         try:
             if create_snapshot:
                 snapshot = Snapshot(engine.initial_state(spec, ref.initial_state))
-            decision = engine.decide(spec, snapshot.state, command, input)
+            url = engine.handler_of(spec, command)
+            if url is None:
+                decision = engine.decide(spec, snapshot.state, command, input)
+            else:
+                # Asked again on every attempt (the state may have moved); the handler
+                # gets the command id as Idempotency-Key, and only one answer commits.
+                if ask is None:
+                    raise CommandRejected("HandlerError", f"no way to call the handler {url}")
+                checked = engine.checked_input(spec, command, input)
+                payload = {
+                    "state": snapshot.state,
+                    "command": command,
+                    "input": checked,
+                    "version": snapshot.version,
+                }
+                answer = await ask(url, payload, command_id)
+                decision = engine.decide_answered(spec, snapshot.state, command, answer)
         except CommandRejected as rejection:
             record = {"command": command, "rejected": rejection.to_json(), "at": at}
             record["version"] = snapshot.version if not create_snapshot else 0

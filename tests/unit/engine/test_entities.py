@@ -149,12 +149,45 @@ def test_several_events_apply_in_order_and_the_reply_sees_their_sum() -> None:
     assert decision.reply == 6
 
 
-def test_a_command_delegated_to_http_is_refused_as_unsupported() -> None:
+def _audited() -> EntityTypeSpec:
     spec = copy.deepcopy(WALLET_SPEC)
-    spec["commands"]["audit"] = {"handler": {"http": {"url": "http://auditor/"}}}
-    typed = EntityTypeSpec.model_validate(spec)
-    assert rejection(typed, {"balance": 1}, "audit", {}).reason == "HandlerError"
-    assert any("spec.commands.audit.handler" in p for p in E.definition_problems(typed))
+    spec["commands"]["audit"] = {
+        "handler": {"http": {"url": "http://auditor/"}},
+        "inputSchema": {"type": "object", "properties": {"fee": {"type": "integer"}}},
+    }
+    return EntityTypeSpec.model_validate(spec)
+
+
+def test_a_command_with_an_http_handler_is_decided_by_its_answer() -> None:
+    typed = _audited()
+    assert E.definition_problems(typed) == []
+    assert E.handler_of(typed, "audit") == "http://auditor/"
+    assert E.handler_of(typed, "deposit") is None
+    answer = {"events": [{"type": "Withdrawn", "data": {"amount": 3}}], "reply": "fee taken"}
+    decision = E.decide_answered(typed, {"balance": 10}, "audit", answer)
+    assert decision.state == {"balance": 7}
+    assert decision.reply == "fee taken"
+    assert [e.type for e in decision.events] == ["Withdrawn"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "text"),
+    [
+        ({"error": "not today"}, "refused: not today"),
+        ([1, 2], "not an object"),
+        ({"events": [{"data": 1}]}, "events must be"),
+        ({"events": [{"type": "Nope"}]}, "no handler"),
+        ({"events": [{"type": "Withdrawn", "data": {"amount": 99}}]}, "state invalid"),
+    ],
+)
+def test_a_bad_or_refusing_handler_answer_changes_nothing(answer: Any, text: str) -> None:
+    with pytest.raises(CommandRejected, match=text):
+        E.decide_answered(_audited(), {"balance": 10}, "audit", answer)
+
+
+def test_the_input_of_a_handled_command_is_checked_before_asking() -> None:
+    with pytest.raises(CommandRejected, match="fee"):
+        E.checked_input(_audited(), "audit", {"fee": "lots"})
 
 
 def test_definition_problems_name_the_command_and_field() -> None:
