@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import uuid
 from collections.abc import Coroutine
 from types import TracebackType
@@ -36,6 +37,13 @@ from kurable.store.journal import EtcdConfig, connect
 
 T = TypeVar("T")
 STATUS_ATTEMPTS = 10
+
+# kubernetes_asyncio writes a kubeconfig's inline certificates to temp files that it
+# shares process-wide by content, and publishes a file's name before writing it: a
+# second thread loading the same kubeconfig meanwhile gets an empty CA file (TLS setup
+# fails with "no certificate or crl found"). Blocking Clients made in several threads
+# therefore load their kubeconfig one at a time.
+_KUBECONFIG_LOCK = threading.Lock()
 
 
 class EntityNotFound(LookupError):
@@ -259,7 +267,10 @@ class Client:
         """Connect with a kubeconfig ($KUBECONFIG by default) and the operator's etcd config."""
         loop = asyncio.new_event_loop()
         try:
-            inner = loop.run_until_complete(AsyncClient.from_kubeconfig(kubeconfig, context, etcd))
+            with _KUBECONFIG_LOCK:
+                inner = loop.run_until_complete(
+                    AsyncClient.from_kubeconfig(kubeconfig, context, etcd)
+                )
         except BaseException:
             loop.close()
             raise

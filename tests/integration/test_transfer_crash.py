@@ -1,0 +1,125 @@
+"""kill -9 of the operator while transfers run, then restart, several times: every run
+ends, money is conserved, and no command is applied twice (its id is in a log once)."""
+
+from __future__ import annotations
+
+import random
+import secrets
+import threading
+import time
+
+import pytest
+from kubernetes import client
+
+from kurable.testing import ControlPlane, OperatorProcess
+
+from .conftest import apply
+from .transfers import (
+    Accepted,
+    accepted_by_run,
+    check_invariants,
+    check_run_outcome,
+    create_wallets,
+    journals,
+    plan,
+    run_name,
+    runs,
+    wait_all_terminal,
+    wallet_names,
+    workflows,
+)
+
+pytestmark = pytest.mark.slow
+
+SEED = 7031
+TRANSFERS = 30
+KILLS = 3
+
+
+def test_sigkill_while_transfers_run_applies_every_command_once(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Its own namespace, etcd prefix and operator, so that killing it harms no other test.
+    namespace = f"crash-{secrets.token_hex(4)}"
+    prefix = f"/kurable-{namespace}/"
+    with control_plane.api_client() as api:
+        client.CoreV1Api(api).create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace))
+        )
+    log = tmp_path_factory.mktemp("transfer-crash") / "operator.log"
+
+    # One executor id for every incarnation (a container restarted in its pod), so that
+    # each restarted operator takes its runs over at once.
+    def operator() -> OperatorProcess:
+        return OperatorProcess(
+            control_plane.env(),
+            log,
+            namespaces=[namespace],
+            etcd_prefix=prefix,
+            extra_args=["--executor-id", "transfer-crash"],
+        )
+
+    rng = random.Random(SEED)
+    wallets = wallet_names(5)
+    transfers = plan(rng, wallets, TRANSFERS, refused=3, missing=2)
+    # The load comes in one batch per incarnation; each incarnation is killed a seeded
+    # random moment after its batch was created, while some of its runs are in flight.
+    batches = [transfers[i::KILLS] for i in range(KILLS)]
+    names = [run_name(t) for t in transfers]
+    in_flight_at_kill = []
+
+    current = operator().start()
+    try:
+        create_wallets(control_plane, namespace, wallets)
+        for batch in batches:
+            # The batch is created while the operator runs what came before; it dies
+            # a seeded random moment into the creation.
+            creating = threading.Thread(
+                target=apply, args=(control_plane, namespace, workflows(batch))
+            )
+            creating.start()
+            time.sleep(rng.uniform(0.05, 0.4))
+            current.kill()
+            # Runs whose journal had begun and not ended when the operator died.
+            uids = [r["metadata"]["uid"] for r in runs(control_plane, namespace).values()]
+            in_flight_at_kill.append(
+                [
+                    uid
+                    for uid, journal in journals(control_plane, prefix, uids).items()
+                    if journal and journal[-1].type != "WorkflowFinished"
+                ]
+            )
+            creating.join()
+            current.stop()
+            current = operator().start()
+        finished = wait_all_terminal(control_plane, namespace, names, timeout=90)
+        records = journals(control_plane, prefix, [r["metadata"]["uid"] for r in finished.values()])
+        accepted: list[Accepted] = []
+        for transfer in transfers:
+            run = finished[run_name(transfer)]
+            journal = records[run["metadata"]["uid"]]
+            mine = accepted_by_run(transfer, run, journal)
+            check_run_outcome(transfer, run, mine)
+            accepted += mine
+        executors = {r.executor for journal in records.values() for r in journal if r.executor}
+        # Entity steps begun by one incarnation and ended by the next: the crash window
+        # between sending a command and journaling its outcome.
+        crossed = []
+        for journal in records.values():
+            started = {r.step: r.executor for r in journal if r.type == "StepStarted"}
+            crossed += [
+                r.step
+                for r in journal
+                if r.type in ("StepCompleted", "StepFailed") and started.get(r.step) != r.executor
+            ]
+        logs = check_invariants(control_plane, namespace, prefix, wallets, accepted)
+    finally:
+        current.stop()
+
+    # The kills landed while transfers ran, and later incarnations finished what earlier
+    # ones had started.
+    assert all(in_flight_at_kill), in_flight_at_kill
+    assert len(executors) > 1, executors
+    assert crossed, "no entity step was interrupted by a kill"
+    assert any(a.command == "withdraw" for a in accepted), accepted
+    assert sum(len(log.events) for log in logs.values()) == len(accepted)
