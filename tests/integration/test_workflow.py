@@ -233,3 +233,49 @@ def test_deleting_a_running_workflow_stops_it_and_removes_its_journal(
     assert journal(control_plane, wf["metadata"]["uid"]) == []
     gone = control_plane.kubectl("get", "-n", namespace, "workflow/doomed", check=False)
     assert gone.returncode != 0
+
+
+def test_an_executor_that_lost_its_hold_claims_the_run_again_and_finishes(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    """As when its lease expired during a pause: the next commit is refused, and the
+    executor must take the run back rather than leave it stranded."""
+    import asyncio
+
+    from kurable.store import keys
+    from kurable.store.journal import EtcdConfig, connect
+
+    apply(
+        control_plane,
+        namespace,
+        {
+            "apiVersion": "kurable.dev/v1alpha1",
+            "kind": "Workflow",
+            "metadata": {"name": "orphaned"},
+            "spec": {
+                "steps": [
+                    {"name": "nap", "sleep": {"duration": "2s"}},
+                    {"name": "after", "set": {"done": True}},
+                ]
+            },
+        },
+    )
+    wf = eventually(
+        lambda: get(control_plane, namespace, "workflow/orphaned"),
+        lambda w: (w.get("status") or {}).get("currentStep") == "nap",
+        30,
+        "the run to sleep",
+    )
+
+    async def drop_owner() -> int:
+        etcd = await connect(EtcdConfig(endpoints=control_plane.etcd_endpoint))
+        try:
+            owner = keys.owner("/kurable/", wf["metadata"]["uid"]).encode()
+            result = await etcd.delete(owner)
+            return 1 if result else 0
+        finally:
+            await etcd.close()
+
+    assert asyncio.run(drop_owner()) == 1
+    done = wait_phase(control_plane, namespace, "orphaned", ("Succeeded",), timeout=30)
+    assert done["status"]["steps"][-1]["output"] == {"done": True}

@@ -138,27 +138,42 @@ class _Run:
         self.publisher: asyncio.Task[None] | None = None
 
     async def drive(self) -> None:
-        await self._claim()
+        """Hold the run and drive it to its end. Losing the hold (a lease that expired
+        while this process was paused or cut off from etcd) is not the end: claim it
+        again, re-read the journal (another executor may have moved it on) and go on."""
         try:
-            await self._reload()
-            while not self.records:
+            while True:
+                await self._claim()
                 try:
-                    await self._start()
-                except _NotYet as e:
-                    await self._stalled("WaitingForTemplate", str(e))
-                    await self._sleep(decide.Wait(None, str(e)), TEMPLATE_RETRY_SECONDS)
-            while not self.state.finished:
-                await self._step_once()
-            await self._publish(decide.Done(), force=True)
-        except Fenced as e:
-            self.logger.warning(f"stopped driving the run: {e}")
+                    await self._drive_held()
+                    return
+                except Fenced as e:
+                    self.logger.warning(f"lost the run ({e}); claiming it again")
+                    self._abandon_actions()
         finally:
-            for task, _ in self.acting.values():
-                task.cancel()
+            self._abandon_actions()
             if self.publisher is not None and not self.publisher.done():
                 self.publisher.cancel()
             with contextlib.suppress(Exception):
                 await self.runtime.fence.release(self.ref.uid)
+
+    async def _drive_held(self) -> None:
+        await self._reload()
+        while not self.records:
+            try:
+                await self._start()
+            except _NotYet as e:
+                await self._stalled("WaitingForTemplate", str(e))
+                await self._sleep(decide.Wait(None, str(e)), TEMPLATE_RETRY_SECONDS)
+        while not self.state.finished:
+            await self._step_once()
+        await self._publish(decide.Done(), force=True)
+
+    def _abandon_actions(self) -> None:
+        """Stop performing: the journal decides again what to do with their steps."""
+        for task, _ in self.acting.values():
+            task.cancel()
+        self.acting.clear()
 
     async def _claim(self) -> None:
         """Hold the run's fencing key; wait while another live executor holds it."""
