@@ -515,3 +515,11 @@ def test_child_example_returns_the_childs_output(
     assert wf["status"]["output"] == {"square": 144}
     child = get(control_plane, namespace, "workflow/parent-child")
     assert child["status"]["template"]["name"] == "square"
+
+
+def test_secret_header_example_fails_over_reading_the_error_kind(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    apply(control_plane, namespace, EXAMPLES / "secret-header" / "workflow.yaml")
+    wf = wait_phase(control_plane, namespace, "call-with-token", ("Succeeded",))
+    assert wf["status"]["output"] == {"failure": "ConnectionError"}

@@ -162,9 +162,13 @@ def outcome(
 
 
 def evaluation_context(state: RunState, scope: Scope | None = None) -> dict[str, Any]:
-    """What expressions see: input, steps.<name>.output, vars, workflow; inside a
+    """What expressions see: input, steps.<name>.output (and .phase, .error: {kind,
+    message} of its last failed attempt), vars, workflow; inside a
     branch also its own steps by their short names; inside a forEach, item and index."""
-    steps = {name: {"output": s.output, "phase": s.phase} for name, s in state.steps.items()}
+    steps = {
+        name: {"output": s.output, "phase": s.phase, "error": s.error}
+        for name, s in state.steps.items()
+    }
     context: dict[str, Any] = {
         "input": state.input,
         "vars": state.vars,
