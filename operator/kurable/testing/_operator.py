@@ -94,6 +94,14 @@ class OperatorProcess:
         if self.process is not None:
             self.process.wait()
 
+    def pause(self) -> None:
+        """SIGSTOP: the process is frozen (a long GC pause, a stalled node)."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after `pause`."""
+        self._signal(signal.SIGCONT)
+
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM (kopf stops gracefully), then SIGKILL after `grace` seconds."""
         if self.process is not None and self.process.poll() is None:

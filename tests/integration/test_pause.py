@@ -1,0 +1,85 @@
+"""A paused operator (SIGSTOP beyond its lease) wakes up and cannot commit: the run it
+held was taken over, and nothing is journaled twice."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import Counter
+
+import pytest
+from kubernetes import client
+
+from kurable.testing import ControlPlane, OperatorProcess
+
+from .conftest import apply, eventually, get, journal, wait_phase
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_paused_operators_commits_are_refused_after_another_took_over(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    namespace = f"pause-{secrets.token_hex(4)}"
+    prefix = f"/kurable-{namespace}/"
+    with control_plane.api_client() as api:
+        client.CoreV1Api(api).create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace))
+        )
+    logs = tmp_path_factory.mktemp("pause")
+
+    def operator(executor: str) -> OperatorProcess:
+        return OperatorProcess(
+            control_plane.env(),
+            logs / f"{executor}.log",
+            namespaces=[namespace],
+            etcd_prefix=prefix,
+            extra_args=["--executor-id", executor, "--lease-ttl", "2"],
+        )
+
+    paused = operator("replica-a").start()
+    other: OperatorProcess | None = None
+    try:
+        apply(control_plane, namespace, {
+            "apiVersion": "kurable.dev/v1alpha1", "kind": "Workflow",
+            "metadata": {"name": "contested"},
+            "spec": {"steps": [
+                {"name": "first", "set": {"a": 1}},
+                {"name": "nap", "sleep": {"duration": "3s"}},
+                {"name": "last", "set": {"b": 2}},
+            ]},
+        })  # fmt: skip
+        wf = eventually(
+            lambda: get(control_plane, namespace, "workflow/contested"),
+            lambda w: (w.get("status") or {}).get("currentStep") == "nap",
+            30,
+            "replica-a to start the sleep",
+        )
+        uid = wf["metadata"]["uid"]
+        paused.pause()
+        # Frozen past its 2 s lease and past the wake-up time: replica-b takes the run
+        # over and finishes it while replica-a still believes it holds the run.
+        other = operator("replica-b").start()
+        done = wait_phase(control_plane, namespace, "contested", ("Succeeded",), timeout=60)
+        paused.resume()
+        time.sleep(3)  # replica-a wakes up, its timer is due: it tries to commit
+        records = journal(control_plane, uid, prefix)
+    finally:
+        paused.resume()
+        paused.stop()
+        if other is not None:
+            other.stop()
+
+    assert [r.seq for r in records] == list(range(len(records)))
+    steps = Counter((r.type, r.step) for r in records if r.step)
+    assert all(n == 1 for n in steps.values()), steps
+    by = {
+        r.step: (r.executor or "").partition("/")[0] for r in records if r.type == "StepCompleted"
+    }
+    assert by["first"] == "replica-a"
+    assert by["nap"] == by["last"] == "replica-b"
+    assert records[-1].type == "WorkflowFinished"
+    assert done["status"]["phase"] == "Succeeded"
+    assert len(records) == 6
+    # replica-a did try to commit after waking, and was refused (then stood down).
+    assert "lost the run" in (logs / "replica-a.log").read_text()
