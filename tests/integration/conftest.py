@@ -94,3 +94,41 @@ def journal(cp: ControlPlane, uid: str, prefix: str = "/kurable/") -> list[Recor
             await etcd.close()
 
     return asyncio.run(load())
+
+
+class Isolated:
+    """A namespace, an etcd prefix and operators of its own, so that killing or pausing
+    them harms no other test."""
+
+    def __init__(self, cp: ControlPlane, logs: Path, name: str) -> None:
+        import secrets
+
+        from kubernetes import client
+
+        self.cp = cp
+        self.logs = logs
+        self.namespace = f"{name}-{secrets.token_hex(4)}"
+        self.prefix = f"/kurable-{self.namespace}/"
+        with cp.api_client() as api:
+            client.CoreV1Api(api).create_namespace(
+                client.V1Namespace(metadata=client.V1ObjectMeta(name=self.namespace))
+            )
+
+    def operator(self, executor: str, *extra: str) -> OperatorProcess:
+        """An operator for this namespace; the same `executor` id for two processes
+        means one container restarted in its pod (it takes its runs over at once)."""
+        return OperatorProcess(
+            self.cp.env(),
+            self.logs / f"{executor}.log",
+            namespaces=[self.namespace],
+            etcd_prefix=self.prefix,
+            extra_args=["--executor-id", executor, *extra],
+        )
+
+
+@pytest.fixture
+def isolated(
+    control_plane: ControlPlane, tmp_path: Path, request: pytest.FixtureRequest
+) -> Isolated:
+    """See `Isolated`; named after the test module."""
+    return Isolated(control_plane, tmp_path, request.module.__name__.rsplit("_", 1)[-1][:20])

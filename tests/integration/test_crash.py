@@ -2,41 +2,26 @@
 
 from __future__ import annotations
 
-import secrets
 import time
 
 import pytest
-from kubernetes import client
 
 from kurable.engine.journal import parse_time
 from kurable.testing import ControlPlane, OperatorProcess
 
-from .conftest import apply, eventually, get, journal, wait_phase
+from .conftest import Isolated, apply, eventually, get, journal, wait_phase
 
 pytestmark = pytest.mark.slow
 
 
 def test_sigkill_during_sleep_resumes_without_repeating_steps(
-    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+    control_plane: ControlPlane, isolated: Isolated
 ) -> None:
-    # Its own namespace, etcd prefix and operator, so that killing it harms no other test.
-    namespace = f"crash-{secrets.token_hex(4)}"
-    prefix = f"/kurable-{namespace}/"
-    with control_plane.api_client() as api:
-        client.CoreV1Api(api).create_namespace(
-            client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace))
-        )
-    log = tmp_path_factory.mktemp("crash") / "operator.log"
+    namespace, prefix = isolated.namespace, isolated.prefix
 
     # The same executor id for both processes: a container restarted in its pod.
     def operator() -> OperatorProcess:
-        return OperatorProcess(
-            control_plane.env(),
-            log,
-            namespaces=[namespace],
-            etcd_prefix=prefix,
-            extra_args=["--executor-id", "crash-test"],
-        )
+        return isolated.operator("crash-test")
 
     first = operator().start()
     try:

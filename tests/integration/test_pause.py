@@ -3,39 +3,25 @@ held was taken over, and nothing is journaled twice."""
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections import Counter
 
 import pytest
-from kubernetes import client
 
 from kurable.testing import ControlPlane, OperatorProcess
 
-from .conftest import apply, eventually, get, journal, wait_phase
+from .conftest import Isolated, apply, eventually, get, journal, wait_phase
 
 pytestmark = pytest.mark.slow
 
 
 def test_a_paused_operators_commits_are_refused_after_another_took_over(
-    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+    control_plane: ControlPlane, isolated: Isolated
 ) -> None:
-    namespace = f"pause-{secrets.token_hex(4)}"
-    prefix = f"/kurable-{namespace}/"
-    with control_plane.api_client() as api:
-        client.CoreV1Api(api).create_namespace(
-            client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace))
-        )
-    logs = tmp_path_factory.mktemp("pause")
+    namespace, prefix, logs = isolated.namespace, isolated.prefix, isolated.logs
 
     def operator(executor: str) -> OperatorProcess:
-        return OperatorProcess(
-            control_plane.env(),
-            logs / f"{executor}.log",
-            namespaces=[namespace],
-            etcd_prefix=prefix,
-            extra_args=["--executor-id", executor, "--lease-ttl", "2"],
-        )
+        return isolated.operator(executor, "--lease-ttl", "2")
 
     paused = operator("replica-a").start()
     other: OperatorProcess | None = None

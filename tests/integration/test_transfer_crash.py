@@ -4,16 +4,14 @@ ends, money is conserved, and no command is applied twice (its id is in a log on
 from __future__ import annotations
 
 import random
-import secrets
 import threading
 import time
 
 import pytest
-from kubernetes import client
 
 from kurable.testing import ControlPlane, OperatorProcess
 
-from .conftest import apply
+from .conftest import Isolated, apply
 from .transfers import (
     Accepted,
     accepted_by_run,
@@ -37,27 +35,14 @@ KILLS = 3
 
 
 def test_sigkill_while_transfers_run_applies_every_command_once(
-    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+    control_plane: ControlPlane, isolated: Isolated
 ) -> None:
-    # Its own namespace, etcd prefix and operator, so that killing it harms no other test.
-    namespace = f"crash-{secrets.token_hex(4)}"
-    prefix = f"/kurable-{namespace}/"
-    with control_plane.api_client() as api:
-        client.CoreV1Api(api).create_namespace(
-            client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace))
-        )
-    log = tmp_path_factory.mktemp("transfer-crash") / "operator.log"
+    namespace, prefix = isolated.namespace, isolated.prefix
 
     # One executor id for every incarnation (a container restarted in its pod), so that
     # each restarted operator takes its runs over at once.
     def operator() -> OperatorProcess:
-        return OperatorProcess(
-            control_plane.env(),
-            log,
-            namespaces=[namespace],
-            etcd_prefix=prefix,
-            extra_args=["--executor-id", "transfer-crash"],
-        )
+        return isolated.operator("transfer-crash")
 
     rng = random.Random(SEED)
     wallets = wallet_names(5)
