@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: all venv tools crds lint test test-fast test-integration demo dev chaos bench clean
+.PHONY: all venv tools crds lint test test-fast test-integration demo dev bench clean
 
 all: test
 
@@ -56,6 +56,12 @@ demo: $(STAMP) tools
 
 dev: $(STAMP) tools
 	$(BIN)/kurable dev
+
+# Figures, never pass/fail: workflow steps, entity commands, recovery after a restart.
+bench: $(STAMP) tools
+	$(BIN)/python bench/chain.py
+	$(BIN)/python bench/entities.py
+	$(BIN)/python bench/recovery.py
 
 clean:
 	rm -rf $(VENV) .kurable .pytest_cache .mypy_cache .ruff_cache
