@@ -62,14 +62,19 @@ def test_sleep_shows_waiting_step_and_wake_time(
     control_plane: ControlPlane, operator: OperatorProcess, namespace: str
 ) -> None:
     apply(control_plane, namespace, HELLO)
+    # The step becomes current before its timer is journaled: wait for the timer.
     wf = eventually(
         lambda: get(control_plane, namespace, "workflow/hello"),
-        lambda w: (w.get("status") or {}).get("currentStep") == "nap",
+        lambda w: any(
+            s["name"] == "nap" and s["phase"] == "Waiting"
+            for s in (w.get("status") or {}).get("steps") or []
+        ),
         30,
-        "the nap step",
+        "the nap step to wait",
     )
     nap = next(s for s in wf["status"]["steps"] if s["name"] == "nap")
-    assert nap["phase"] == "Waiting" and nap["wakeAt"]
+    assert nap["wakeAt"]
+    assert wf["status"]["currentStep"] == "nap"
     assert wf["status"]["phase"] == "Running"
     assert wf["status"]["message"].startswith("sleeping until")
 
