@@ -449,12 +449,16 @@ class Example:
     name: str
     output: Any = None
     """The output the run must end with, when it says something about the rights used."""
+    expires: bool = False
+    """The run deletes itself (ttlSecondsAfterFinished) instead of being deleted here."""
 
     def run(self, cp: ControlPlane, namespace: str, prefix: str, timeout: float) -> str | None:
         """Apply it and follow it to the end; the first thing that went wrong, or None."""
         for path in self.paths:
             cp.kubectl("apply", "-n", namespace, "-f", str(path))
         ref = f"{self.kind.lower()}/{self.name}"
+        if self.expires:
+            return self._expired(cp, namespace, prefix, ref, timeout)
         done = _poll(
             lambda: (get(cp, namespace, ref).get("status") or {}).get("phase") == "Succeeded",
             timeout,
@@ -479,6 +483,22 @@ class Example:
             return f"{ref}: its journal is still in etcd after deletion"
         return None
 
+    def _expired(
+        self, cp: ControlPlane, namespace: str, prefix: str, ref: str, timeout: float
+    ) -> str | None:
+        uid = get(cp, namespace, ref)["metadata"]["uid"]
+        gone = _poll(
+            lambda: cp.kubectl("get", "-n", namespace, ref, check=False).returncode != 0,
+            timeout,
+        )
+        if not gone:
+            return f"{ref} was not deleted after its ttl: {get(cp, namespace, ref).get('status')}"
+        if "Succeeded" not in _event_reasons(cp, namespace, self.kind, self.name):
+            return f"{ref} was deleted without succeeding first"
+        if journal(cp, uid, prefix):
+            return f"{ref}: its journal is still in etcd after its ttl deletion"
+        return None
+
 
 EXAMPLES = [
     Example((HELLO,), "Workflow", "hello"),
@@ -492,6 +512,10 @@ EXAMPLES = [
         "Workflow",
         "call-with-token",
         output={"failure": "ConnectionError"},
+    ),
+    # A finished run deleted after ttlSecondsAfterFinished.
+    Example(
+        (ROOT / "examples" / "ttl" / "workflow.yaml",), "Workflow", "short-lived", expires=True
     ),
 ]
 
@@ -747,11 +771,6 @@ def _grant(rule: dict[str, Any], verb: str) -> str:
 _KNOWN_GAPS = {
     ("kopf.dev", "watch"): pytest.mark.xfail(
         strict=True, reason="peering watch matters only with a second peer; not yet shown"
-    ),
-    # Used by ttlSecondsAfterFinished, which no least-privilege example exercises yet
-    # (its integration test runs with the admin's rights).
-    ("kurable.dev", "delete"): pytest.mark.xfail(
-        strict=True, reason="ttlSecondsAfterFinished is not in the least-privilege examples"
     ),
 }
 

@@ -523,3 +523,19 @@ def test_secret_header_example_fails_over_reading_the_error_kind(
     apply(control_plane, namespace, EXAMPLES / "secret-header" / "workflow.yaml")
     wf = wait_phase(control_plane, namespace, "call-with-token", ("Succeeded",))
     assert wf["status"]["output"] == {"failure": "ConnectionError"}
+
+
+def test_ttl_example_deletes_the_finished_run(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    apply(control_plane, namespace, EXAMPLES / "ttl" / "workflow.yaml")
+    eventually(
+        lambda: (
+            control_plane.kubectl(
+                "get", "-n", namespace, "workflow/short-lived", check=False
+            ).returncode
+        ),
+        lambda code: code != 0,
+        30,
+        "the run to delete itself",
+    )
