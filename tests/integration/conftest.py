@@ -41,6 +41,16 @@ def apply(cp: ControlPlane, namespace: str, manifest: str | dict[str, Any] | Pat
     return cp.kubectl("apply", "-n", namespace, "-f", "-", input=text).stdout
 
 
+def workflow(name: str, **spec: Any) -> dict[str, Any]:
+    """A Workflow manifest named `name` with `spec`."""
+    return {
+        "apiVersion": "kurable.dev/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
 def refused(cp: ControlPlane, namespace: str, manifest: str) -> str:
     """Apply a manifest that must be refused; return the API server's message."""
     result = cp.kubectl("apply", "-n", namespace, "-f", "-", input=manifest, check=False)

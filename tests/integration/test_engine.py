@@ -15,18 +15,9 @@ from aiohttp import web
 from kurable.testing import ControlPlane, OperatorProcess
 from tests.conftest import ROOT
 
-from .conftest import apply, eventually, get, journal, wait_phase
+from .conftest import apply, eventually, get, journal, wait_phase, workflow
 
 EXAMPLES = ROOT / "examples"
-
-
-def workflow(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "kurable.dev/v1alpha1",
-        "kind": "Workflow",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
 
 
 class Service:

@@ -9,8 +9,8 @@ from aiohttp import web
 
 from kurable.testing import ControlPlane, OperatorProcess
 
-from .conftest import apply, eventually, get, wait_phase
-from .test_engine import Service, workflow
+from .conftest import apply, eventually, get, wait_phase, workflow
+from .test_engine import Service
 from .test_entities import cli
 
 

@@ -9,7 +9,7 @@ import sys
 from kurable.testing import ControlPlane, OperatorProcess
 from tests.conftest import ROOT
 
-from .conftest import apply, eventually, get, journal, wait_phase
+from .conftest import apply, eventually, get, journal, wait_phase, workflow
 
 HELLO = ROOT / "examples" / "hello" / "workflow.yaml"
 
@@ -85,12 +85,7 @@ def test_expression_syntax_error_marks_the_run_invalid_naming_step_and_field(
     apply(
         control_plane,
         namespace,
-        {
-            "apiVersion": "kurable.dev/v1alpha1",
-            "kind": "Workflow",
-            "metadata": {"name": "typo"},
-            "spec": {"steps": [{"name": "calc", "set": {"total": "${ 1 + }"}}]},
-        },
+        workflow("typo", **{"steps": [{"name": "calc", "set": {"total": "${ 1 + }"}}]}),
     )
     wf = wait_phase(control_plane, namespace, "typo", ("Invalid",))
     assert "spec.steps[calc].set.total" in wf["status"]["message"]
@@ -221,12 +216,7 @@ def test_deleting_a_running_workflow_stops_it_and_removes_its_journal(
     apply(
         control_plane,
         namespace,
-        {
-            "apiVersion": "kurable.dev/v1alpha1",
-            "kind": "Workflow",
-            "metadata": {"name": "doomed"},
-            "spec": {"steps": [{"name": "nap", "sleep": {"duration": "1h"}}]},
-        },
+        workflow("doomed", **{"steps": [{"name": "nap", "sleep": {"duration": "1h"}}]}),
     )
     wf = eventually(
         lambda: get(control_plane, namespace, "workflow/doomed"),
