@@ -22,11 +22,16 @@ EXAMPLES = ROOT / "examples"
 
 class Service:
     """A local HTTP service that fails the first `failures` calls of each key, and
-    counts requests per Idempotency-Key."""
+    counts requests per Idempotency-Key. With `gather=n`, every request is held until
+    n requests are in flight at once (or 20 s pass); `peak` is the most seen at once."""
 
-    def __init__(self, failures: int = 0, status: int = 503) -> None:
+    def __init__(self, failures: int = 0, status: int = 503, gather: int = 0) -> None:
         self.failures = failures
         self.status = status
+        self.gather = gather
+        self.in_flight = 0
+        self.peak = 0
+        self._gathered: asyncio.Event | None = None
         self.keys: Counter[str] = Counter()
         self.bodies: list[Any] = []
         self.port = 0
@@ -39,6 +44,8 @@ class Service:
         self.keys[key] += 1
         if request.can_read_body:
             self.bodies.append(await request.json())
+        if self.gather:
+            await self._hold()
         if self.keys[key] <= self.failures:
             return web.json_response({"error": "try again"}, status=self.status)
         return web.json_response(
@@ -48,6 +55,19 @@ class Service:
                 "auth": request.headers.get("Authorization"),
             }
         )
+
+    async def _hold(self) -> None:
+        self._gathered = self._gathered or asyncio.Event()
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        if self.in_flight >= self.gather:
+            self._gathered.set()
+        try:
+            await asyncio.wait_for(self._gathered.wait(), 20)
+        except TimeoutError:
+            pass
+        finally:
+            self.in_flight -= 1
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -472,7 +492,7 @@ def test_fanout_example_runs_for_each_and_parallel_branches(
 def test_parallel_http_branches_call_at_the_same_time(
     control_plane: ControlPlane, operator: OperatorProcess, namespace: str
 ) -> None:
-    with Service() as service:
+    with Service(gather=3) as service:
         branches = [
             {"name": f"b{i}", "steps": [{"name": "call", "http": {"url": service.url(f"/{i}")}}]}
             for i in range(3)
@@ -488,6 +508,9 @@ def test_parallel_http_branches_call_at_the_same_time(
         wf = wait_phase(control_plane, namespace, "fan-http", ("Succeeded",))
     uid = wf["metadata"]["uid"]
     assert set(service.keys) == {f"{uid}/fan.b{i}.call" for i in range(3)}
+    # each call was held until all three were in flight: a sequential executor would
+    # show a peak of 1 (the hold times out) instead
+    assert service.peak == 3
     records = journal(control_plane, uid)
     started = [
         r.seq for r in records if r.type == "StepStarted" and (r.step or "").endswith(".call")
