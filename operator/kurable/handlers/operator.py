@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import kopf
@@ -28,6 +30,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
+    # kopf gives up on the API server after 8 retries (~1 min), which ends its watches:
+    # keep retrying for as long as an outage lasts.
+    settings.networking.error_backoffs = _Backoffs()
     settings.posting.level = logging.INFO
     settings.execution.max_workers = 4
     logging.getLogger("kopf.objects").addFilter(_quiet_wakeups)
@@ -44,6 +49,14 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime | None = memo.get("runtime")
     if runtime is not None:
         await runtime.close()
+
+
+class _Backoffs:
+    """Endless retry delays (seconds), fresh for every request: 1, 1, 2, 3, 5, then 10."""
+
+    def __iter__(self) -> Iterator[float]:
+        yield from (1, 1, 2, 3, 5)
+        yield from itertools.repeat(10)
 
 
 def _quiet_wakeups(record: logging.LogRecord) -> bool:

@@ -48,6 +48,10 @@ from ._runtime import Runtime
 COALESCE_SECONDS = 0.5
 """While steps commit back to back, status is patched at most this often."""
 CLAIM_RETRY_SECONDS = 5.0
+OUTAGE_BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0)
+"""Delays before resuming a run after an etcd or API server error (the last repeats)."""
+STALLED_AFTER_FAILURES = 3
+"""After this many errors in a row without progress, status says the run is stalled."""
 TEMPLATE_RETRY_SECONDS = 5.0
 SIGNAL_PREFIX = "kurable.dev/signal."
 
@@ -67,7 +71,8 @@ async def wake(uid: str, body: kopf.Body, memo: Any, **_: Any) -> None:
 
 # No `when=` filter on the phase: kopf would stop the daemon the moment its own final
 # status patch lands, racing the fence release. A finished run's daemon returns at once.
-@kopf.daemon(GROUP, VERSION, WORKFLOW.plural, cancellation_timeout=2.0)
+# `backoff` is only the safety net: _Run.drive itself outlasts etcd and API outages.
+@kopf.daemon(GROUP, VERSION, WORKFLOW.plural, cancellation_timeout=2.0, backoff=5.0)
 async def execute(
     body: kopf.Body,
     uid: str,
@@ -140,16 +145,30 @@ class _Run:
     async def drive(self) -> None:
         """Hold the run and drive it to its end. Losing the hold (a lease that expired
         while this process was paused or cut off from etcd) is not the end: claim it
-        again, re-read the journal (another executor may have moved it on) and go on."""
+        again, re-read the journal (another executor may have moved it on) and go on.
+        Nor is an error (etcd or the API server restarting, a network cut): back off,
+        then resume from the journal, which holds everything that was committed."""
+        failures = 0
         try:
             while True:
-                await self._claim()
+                progress = len(self.records)
                 try:
+                    await self._claim()
                     await self._drive_held()
                     return
                 except Fenced as e:
                     self.logger.warning(f"lost the run ({e}); claiming it again")
                     self._abandon_actions()
+                except Exception as e:
+                    self._abandon_actions()
+                    failures = 1 if len(self.records) != progress else failures + 1
+                    delay = OUTAGE_BACKOFF[min(failures, len(OUTAGE_BACKOFF)) - 1]
+                    problem = f"{type(e).__name__}: {e}"
+                    self.logger.warning(f"interrupted ({problem}); resuming in {delay}s")
+                    if failures >= STALLED_AFTER_FAILURES:
+                        with contextlib.suppress(Exception):
+                            await self._stalled("Retrying", f"resuming after an error: {problem}")
+                    await asyncio.sleep(delay)
         finally:
             self._abandon_actions()
             if self.publisher is not None and not self.publisher.done():
@@ -411,7 +430,12 @@ class _Run:
         if force:
             if self.publisher is not None:
                 await self.publisher
-            await self._patch_latest()
+            try:
+                await self._patch_latest()
+            except Exception as e:
+                if isinstance(decision, decide.Done):
+                    raise  # the daemon ends after this: the final status must land
+                self.logger.warning(f"could not patch status: {e}")
         elif self.publisher is None or self.publisher.done():
             self.publisher = asyncio.create_task(self._publish_later())
 
