@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: all venv tools crds lint test test-fast test-integration demo dev bench clean
+.PHONY: all venv tools crds lint test test-fast test-integration chaos demo dev bench clean
 
 all: test
 
@@ -50,6 +50,15 @@ test-fast: $(STAMP)
 
 test-integration: $(STAMP) tools
 	$(BIN)/pytest -n 2 -m 'integration and not slow' $(PYTEST_ARGS)
+
+# The chaos suite at release scale: ten minutes of seeded faults over a few hundred
+# runs (`make test` runs its short scale). Replay a failure with CHAOS_SEED=<seed>.
+CHAOS_SCALE ?= long
+CHAOS_SEED  ?= 20261125
+
+chaos: $(STAMP) tools
+	KURABLE_CHAOS_SCALE=$(CHAOS_SCALE) KURABLE_CHAOS_SEED=$(CHAOS_SEED) \
+	  $(BIN)/pytest -s tests/chaos $(PYTEST_ARGS)
 
 demo: $(STAMP) tools
 	$(BIN)/python hack/demo.py
