@@ -126,9 +126,12 @@ def test_chaos(plane: ControlPlane, tmp_path: Path) -> None:
     assert stalled[0]["reason"] == "WaitingForTemplate", stalled
     assert "never-written" in stalled[0]["message"], stalled
     executors = {r.executor for j in outcome.journals.values() for r in j if r.executor}
+    carried = [u for u, j in outcome.journals.items() if len({r.executor for r in j}) > 1]
+    assert carried, f"seed {SEED}: no run was carried across a fault (none was in flight?)"
     print(
         f"chaos: seed {SEED}: {len(names)} runs ended, committed by {len(executors)} "
-        f"executor incarnations, {len(outcome.accepted)} commands "
+        f"executor incarnations ({len(carried)} runs carried across a fault), "
+        f"{len(outcome.accepted)} commands "
         f"applied once each, {len(service.keys)} idempotency keys, "
         f"{sum(service.keys.values())} HTTP requests, faults {evidence.injected}"
     )
