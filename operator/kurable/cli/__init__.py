@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -51,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="peering priority, the highest live one is active (default with --peering: "
         "random, since same-priority peers all pause)",
+    )
+    op.add_argument(
+        "--api-timeout",
+        type=float,
+        default=float(os.environ.get("KURABLE_API_TIMEOUT", 30)),
+        metavar="SECONDS",
+        help="give up a request to the API server that connects or answers no faster "
+        "(a silent keep-alive connection) and retry on a new one ($KURABLE_API_TIMEOUT, 30)",
     )
     op.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     op.set_defaults(func=_operator.run)

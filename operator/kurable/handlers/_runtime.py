@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,10 @@ from kurable.api.v1alpha1 import GROUP, VERSION, ResourceKind
 from kurable.store.journal import EtcdConfig, Fence, Journal, connect
 
 log = logging.getLogger(__name__)
+
+API_TIMEOUT = 30.0
+"""Seconds a request to the API server may take to connect, and then between two reads
+of its answer (`kurable operator --api-timeout`)."""
 
 
 @dataclass
@@ -31,12 +36,16 @@ class Runtime:
 
     @classmethod
     async def open(
-        cls, etcd_config: EtcdConfig, lease_ttl: int = 10, executor: str | None = None
+        cls,
+        etcd_config: EtcdConfig,
+        lease_ttl: int = 10,
+        executor: str | None = None,
+        api_timeout: float = API_TIMEOUT,
     ) -> Runtime:
         etcd = await connect(etcd_config)
         fence = Fence(etcd, etcd_config.prefix, ttl=lease_ttl, executor=executor)
         await fence.start()
-        api = await _kubernetes_client()
+        api = await _kubernetes_client(api_timeout)
         log.info(
             "executor %s on etcd %s prefix %s", fence.id, etcd_config.endpoints, etcd_config.prefix
         )
@@ -135,7 +144,7 @@ class Runtime:
         return items
 
 
-async def _kubernetes_client() -> k8s.ApiClient:
+async def _kubernetes_client(request_timeout: float) -> k8s.ApiClient:
     """A client from the in-cluster service account, else from the kubeconfig."""
     configuration = k8s.Configuration()
     try:
@@ -144,4 +153,26 @@ async def _kubernetes_client() -> k8s.ApiClient:
         )
     except k8s_config.ConfigException:
         await k8s_config.load_kube_config(client_configuration=configuration)
-    return k8s.ApiClient(configuration)
+    api = k8s.ApiClient(configuration)
+    _default_timeout(api, request_timeout)
+    return api
+
+
+def _default_timeout(api: k8s.ApiClient, seconds: float) -> None:
+    """Give every request of `api` a timeout unless it names its own.
+
+    kubernetes_asyncio waits forever by default, and it reuses keep-alive connections:
+    a request sent on a pooled connection that went silent (a half-dead TCP connection,
+    a frozen proxy) would hang its caller for good. With a limit on connecting and on
+    each read, such a request fails after `seconds`, aiohttp drops that
+    connection, and the caller's retry opens a new one. A long listing that keeps
+    sending is not cut short.
+    """
+    rest = api.rest_client
+    request: Callable[..., Awaitable[Any]] = rest.request
+    default = aiohttp.ClientTimeout(sock_connect=seconds, sock_read=seconds)
+
+    async def request_with_timeout(*args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+        return await request(*args, _request_timeout=_request_timeout or default, **kwargs)
+
+    rest.request = request_with_timeout  # type: ignore[method-assign]

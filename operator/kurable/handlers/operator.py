@@ -12,7 +12,7 @@ import kopf
 
 from kurable.store.journal import EtcdConfig
 
-from ._runtime import Runtime
+from ._runtime import API_TIMEOUT, Runtime
 
 FINALIZER = "kurable.dev/finalizer"
 
@@ -33,6 +33,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # kopf gives up on the API server after 8 retries (~1 min), which ends its watches:
     # keep retrying for as long as an outage lasts.
     settings.networking.error_backoffs = _Backoffs()
+    # A request sent on a pooled keep-alive connection that went silent would wait
+    # kopf's default of 5 minutes: fail it sooner, and let kopf retry on a new
+    # connection. Listing in pages keeps each request short even in a big namespace.
+    api_timeout = float(memo.get("api_timeout", API_TIMEOUT))
+    settings.networking.request_timeout = api_timeout
+    settings.networking.connect_timeout = api_timeout
+    settings.watching.chunk_size = 500
     settings.posting.level = logging.INFO
     settings.execution.max_workers = 4
     logging.getLogger("kopf.objects").addFilter(_quiet_wakeups)
@@ -41,6 +48,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         config,
         lease_ttl=int(memo.get("lease_ttl", 10)),
         executor=os.environ.get("KURABLE_EXECUTOR_ID") or None,
+        api_timeout=api_timeout,
     )
 
 
