@@ -13,6 +13,7 @@ import kopf
 from kurable.store.journal import EtcdConfig
 
 from ._runtime import API_TIMEOUT, Runtime
+from .workflow import Drivers
 
 FINALIZER = "kurable.dev/finalizer"
 
@@ -50,10 +51,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         executor=os.environ.get("KURABLE_EXECUTOR_ID") or None,
         api_timeout=api_timeout,
     )
+    memo["drivers"] = Drivers()
 
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
+    drivers: Drivers | None = memo.get("drivers")
+    if drivers is not None:
+        await drivers.stop_all()  # kopf stopped its daemons; anything left goes now
     runtime: Runtime | None = memo.get("runtime")
     if runtime is not None:
         await runtime.close()
