@@ -54,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
         "random, since same-priority peers all pause)",
     )
     op.add_argument(
+        "--resync-interval",
+        type=float,
+        default=float(os.environ.get("KURABLE_RESYNC_INTERVAL", 30)),
+        metavar="SECONDS",
+        help="list the Workflows this often, so that runs keep moving when kopf's watch goes "
+        "silent, adopt runs no daemon drives, and fail the liveness probe when the watch "
+        "missed something; 0: never ($KURABLE_RESYNC_INTERVAL, 30)",
+    )
+    op.add_argument(
         "--api-timeout",
         type=float,
         default=float(os.environ.get("KURABLE_API_TIMEOUT", 30)),

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import kopf
@@ -50,6 +50,9 @@ from kurable.store.journal import Fenced, SlotTaken
 from ._actions import Outcome, RunRef, perform
 from ._runtime import Runtime
 
+if TYPE_CHECKING:
+    from .resync import Resync
+
 COALESCE_SECONDS = 0.5
 """While steps commit back to back, status is patched at most this often."""
 CLAIM_RETRY_SECONDS = 5.0
@@ -64,11 +67,14 @@ Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 
 @kopf.on.event(GROUP, VERSION, WORKFLOW.plural)
-async def wake(uid: str, body: kopf.Body, memo: Any, **_: Any) -> None:
+async def wake(uid: str, body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
     """Any change (spec flags, signals, a child's status) may unblock a waiting run."""
     runtime: Runtime | None = memo.get("runtime")
     if runtime is None:
         return
+    resync: Resync | None = memo.get("resync")
+    if resync is not None:
+        resync.delivered(uid, body.get("metadata", {}).get("resourceVersion", ""), type)
     owners = [o.get("uid") for o in body.get("metadata", {}).get("ownerReferences") or []]
     for target in (uid, *owners):
         runtime.wake(target)
