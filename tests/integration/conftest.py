@@ -124,11 +124,14 @@ class Isolated:
                 client.V1Namespace(metadata=client.V1ObjectMeta(name=self.namespace))
             )
 
-    def operator(self, executor: str, *extra: str) -> OperatorProcess:
+    def operator(
+        self, executor: str, *extra: str, env: dict[str, str] | None = None
+    ) -> OperatorProcess:
         """An operator for this namespace; the same `executor` id for two processes
-        means one container restarted in its pod (it takes its runs over at once)."""
+        means one container restarted in its pod (it takes its runs over at once).
+        `env` replaces the control plane's (e.g. a kubeconfig through a proxy)."""
         return OperatorProcess(
-            self.cp.env(),
+            env if env is not None else self.cp.env(),
             self.logs / f"{executor}.log",
             namespaces=[self.namespace],
             etcd_prefix=self.prefix,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -51,6 +52,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="peering priority, the highest live one is active (default with --peering: "
         "random, since same-priority peers all pause)",
+    )
+    op.add_argument(
+        "--resync-interval",
+        type=float,
+        default=float(os.environ.get("KURABLE_RESYNC_INTERVAL", 30)),
+        metavar="SECONDS",
+        help="list the Workflows this often, so that runs keep moving when kopf's watch goes "
+        "silent, adopt runs no daemon drives, and fail the liveness probe when the watch "
+        "missed something; 0: never ($KURABLE_RESYNC_INTERVAL, 30)",
+    )
+    op.add_argument(
+        "--api-timeout",
+        type=float,
+        default=float(os.environ.get("KURABLE_API_TIMEOUT", 30)),
+        metavar="SECONDS",
+        help="give up a request to the API server that connects or answers no faster "
+        "(a silent keep-alive connection) and retry on a new one ($KURABLE_API_TIMEOUT, 30)",
     )
     op.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     op.set_defaults(func=_operator.run)

@@ -22,7 +22,13 @@ def run(args: argparse.Namespace) -> int:
 
     import kurable.handlers  # noqa: F401  (registers the handlers)
 
-    memo = kopf.Memo(lease_ttl=args.lease_ttl)
+    memo = kopf.Memo(
+        lease_ttl=args.lease_ttl,
+        api_timeout=args.api_timeout,
+        resync_interval=args.resync_interval,
+        namespaces=list(args.namespace),
+        peering=bool(args.peering),
+    )
     # kopf's peering is active/standby, and peers of equal priority all pause: without
     # an explicit priority each replica draws its own.
     priority = args.priority

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import aetcd
@@ -17,6 +19,12 @@ from kurable.store.journal import EtcdConfig, Fence, Journal, connect
 
 log = logging.getLogger(__name__)
 
+API_TIMEOUT = 30.0
+"""Seconds a request to the API server may take to connect, and then between two reads
+of its answer (`kurable operator --api-timeout`)."""
+LIST_CHUNK = 500
+"""Objects per page when listing (a large namespace is listed in several requests)."""
+
 
 @dataclass
 class Runtime:
@@ -28,15 +36,21 @@ class Runtime:
     api: k8s.ApiClient
     http: aiohttp.ClientSession
     wakeups: dict[str, set[asyncio.Event]] = field(default_factory=dict)
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+    """Fire-and-forget requests (Events posted outside kopf's handlers)."""
 
     @classmethod
     async def open(
-        cls, etcd_config: EtcdConfig, lease_ttl: int = 10, executor: str | None = None
+        cls,
+        etcd_config: EtcdConfig,
+        lease_ttl: int = 10,
+        executor: str | None = None,
+        api_timeout: float = API_TIMEOUT,
     ) -> Runtime:
         etcd = await connect(etcd_config)
         fence = Fence(etcd, etcd_config.prefix, ttl=lease_ttl, executor=executor)
         await fence.start()
-        api = await _kubernetes_client()
+        api = await _kubernetes_client(api_timeout)
         log.info(
             "executor %s on etcd %s prefix %s", fence.id, etcd_config.endpoints, etcd_config.prefix
         )
@@ -49,6 +63,8 @@ class Runtime:
         )
 
     async def close(self) -> None:
+        for task in list(self.background):
+            task.cancel()
         await self.fence.stop()
         await self.http.close()
         await self.api.close()
@@ -126,16 +142,72 @@ class Runtime:
             _content_type="application/merge-patch+json",  # type: ignore[call-arg]
         )
 
-    async def list_objects(self, kind: ResourceKind, namespace: str) -> list[dict[str, Any]]:
-        """Every object of ours of one kind in a namespace."""
-        listed = await k8s.CustomObjectsApi(self.api).list_namespaced_custom_object(
-            GROUP, VERSION, namespace, kind.plural
-        )
-        items: list[dict[str, Any]] = listed.get("items", [])
-        return items
+    async def list_objects(self, kind: ResourceKind, namespace: str | None) -> list[dict[str, Any]]:
+        """Every object of ours of one kind in a namespace (None: in all namespaces),
+        listed in pages of LIST_CHUNK."""
+        api = k8s.CustomObjectsApi(self.api)
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            page: dict[str, Any] = {"limit": LIST_CHUNK}
+            if token:
+                page["_continue"] = token
+            if namespace is None:
+                listed = await api.list_cluster_custom_object(GROUP, VERSION, kind.plural, **page)
+            else:
+                listed = await api.list_namespaced_custom_object(
+                    GROUP, VERSION, namespace, kind.plural, **page
+                )
+            items.extend(listed.get("items", []))
+            token = (listed.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+
+    async def list_namespaces(self) -> list[str]:
+        """The names of all namespaces."""
+        listed = await k8s.CoreV1Api(self.api).list_namespace()
+        return [ns.metadata.name for ns in listed.items]
+
+    def post_event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """Post a core/v1 Event about `obj` in the background, as kopf.info/warn do; for
+        code that runs outside kopf's handlers, where kopf's event queue is unknown."""
+        task = asyncio.create_task(self._post_event(obj, type_, reason, message))
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def _post_event(
+        self, obj: Mapping[str, Any], type_: str, reason: str, message: str
+    ) -> None:
+        meta = obj.get("metadata") or {}
+        namespace = str(meta.get("namespace", ""))
+        now = datetime.now(UTC).isoformat()
+        event: Any = {  # the client takes a plain dict as it is
+            "metadata": {"namespace": namespace, "generateName": "kurable-event-"},
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "reportingComponent": "kurable",
+            "reportingInstance": self.fence.executor,
+            "source": {"component": "kurable"},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion"),
+                "kind": obj.get("kind"),
+                "name": meta.get("name"),
+                "namespace": namespace,
+                "uid": meta.get("uid"),
+            },
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "eventTime": now,
+            "action": "Action?",
+        }
+        try:
+            await k8s.CoreV1Api(self.api).create_namespaced_event(namespace, event)
+        except Exception as e:  # an Event is a courtesy: never let it fail a run
+            log.warning("could not post event %s for %s: %s", reason, meta.get("name"), e)
 
 
-async def _kubernetes_client() -> k8s.ApiClient:
+async def _kubernetes_client(request_timeout: float) -> k8s.ApiClient:
     """A client from the in-cluster service account, else from the kubeconfig."""
     configuration = k8s.Configuration()
     try:
@@ -144,4 +216,26 @@ async def _kubernetes_client() -> k8s.ApiClient:
         )
     except k8s_config.ConfigException:
         await k8s_config.load_kube_config(client_configuration=configuration)
-    return k8s.ApiClient(configuration)
+    api = k8s.ApiClient(configuration)
+    _default_timeout(api, request_timeout)
+    return api
+
+
+def _default_timeout(api: k8s.ApiClient, seconds: float) -> None:
+    """Give every request of `api` a timeout unless it names its own.
+
+    kubernetes_asyncio waits forever by default, and it reuses keep-alive connections:
+    a request sent on a pooled connection that went silent (a half-dead TCP connection,
+    a frozen proxy) would hang its caller for good. With a limit on connecting and on
+    each read, such a request fails after `seconds`, aiohttp drops that
+    connection, and the caller's retry opens a new one. A long listing that keeps
+    sending is not cut short.
+    """
+    rest = api.rest_client
+    request: Callable[..., Awaitable[Any]] = rest.request
+    default = aiohttp.ClientTimeout(sock_connect=seconds, sock_read=seconds)
+
+    async def request_with_timeout(*args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+        return await request(*args, _request_timeout=_request_timeout or default, **kwargs)
+
+    rest.request = request_with_timeout  # type: ignore[method-assign]

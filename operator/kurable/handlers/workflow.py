@@ -4,6 +4,10 @@ The daemon is thin: it asks the pure engine what to do next, journals the answer
 in etcd (commit protocol of DESIGN.md), performs actions with outside effects, and
 projects status from the journal. kopf starts it for every Workflow when the
 operator starts, which is the whole of crash recovery.
+
+A run is driven by one task of this process at most (`Drivers`), started either by
+kopf's daemon or by resync (handlers/resync.py), which adopts the runs kopf's watch
+did not deliver; a daemon that starts later takes the adopted task over.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import kopf
@@ -45,6 +50,9 @@ from kurable.store.journal import Fenced, SlotTaken
 from ._actions import Outcome, RunRef, perform
 from ._runtime import Runtime
 
+if TYPE_CHECKING:
+    from .resync import Resync
+
 COALESCE_SECONDS = 0.5
 """While steps commit back to back, status is patched at most this often."""
 CLAIM_RETRY_SECONDS = 5.0
@@ -59,11 +67,14 @@ Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 
 @kopf.on.event(GROUP, VERSION, WORKFLOW.plural)
-async def wake(uid: str, body: kopf.Body, memo: Any, **_: Any) -> None:
+async def wake(uid: str, body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
     """Any change (spec flags, signals, a child's status) may unblock a waiting run."""
     runtime: Runtime | None = memo.get("runtime")
     if runtime is None:
         return
+    resync: Resync | None = memo.get("resync")
+    if resync is not None:
+        resync.delivered(uid, body.get("metadata", {}).get("resourceVersion", ""), type)
     owners = [o.get("uid") for o in body.get("metadata", {}).get("ownerReferences") or []]
     for target in (uid, *owners):
         runtime.wake(target)
@@ -85,15 +96,15 @@ async def execute(
     """Run a workflow to its end (or until the daemon is stopped)."""
     assert namespace is not None, "Workflows are namespaced"
     runtime: Runtime = memo["runtime"]
+    drivers: Drivers = memo["drivers"]
     finished_at = body.get("status", {}).get("finishedAt")
     if body.get("status", {}).get("phase") not in TERMINAL_PHASES:
         # Status is projected from the journal: a terminal status means a finished journal.
-        run = _Run(runtime, body, RunRef(name, namespace, uid), logger)
-        try:
-            await run.drive()
-        finally:
-            runtime.unsubscribe(uid, run.wakeup)
-        finished_at = run.state.finished_at
+        # If resync adopted the run already, this daemon takes that task over: stopping
+        # the daemon (deletion, shutdown) then stops it, as if the daemon had started it.
+        driver = drivers.drive(runtime, body, RunRef(name, namespace, uid), logger, daemon=True)
+        await driver.task
+        finished_at = driver.run.state.finished_at
     ttl = body.get("spec", {}).get("ttlSecondsAfterFinished")
     if ttl is not None and finished_at:
         await _expire(runtime, namespace, name, parse_time(finished_at).timestamp() + ttl)
@@ -103,6 +114,9 @@ async def execute(
 async def forget(uid: str, memo: Any, logger: Logger, **_: Any) -> None:
     """Deleting a Workflow removes its journal (the finalizer waits for this)."""
     runtime: Runtime = memo["runtime"]
+    # A driver still running (adopted by resync, or a daemon not yet stopped) would
+    # find the journal gone and start the run afresh.
+    await memo["drivers"].stop(uid)
     deleted = await runtime.journal.forget(uid)
     logger.info(f"removed the journal ({deleted} keys)")
 
@@ -113,6 +127,81 @@ async def _expire(runtime: Runtime, namespace: str, name: str, at: float) -> Non
     if remaining > 0:
         await asyncio.sleep(remaining)
     await runtime.delete(WORKFLOW, namespace, name)
+
+
+@dataclass
+class Driver:
+    """The task that drives one run in this process."""
+
+    run: _Run
+    task: asyncio.Task[None]
+    daemon: bool
+    """Whether kopf's daemon owns it (else resync adopted it and may stop it)."""
+
+
+class Drivers:
+    """The runs this process drives: one task per run at most, whoever asked first."""
+
+    def __init__(self) -> None:
+        self._by_uid: dict[str, Driver] = {}
+
+    def drive(
+        self, runtime: Runtime, body: Mapping[str, Any], ref: RunRef, logger: Logger, daemon: bool
+    ) -> Driver:
+        """The task driving run `ref`, started now unless one runs already. A daemon
+        asking for a run that resync adopted takes it over, with kopf's live body."""
+        driver = self._by_uid.get(ref.uid)
+        if driver is not None and not driver.task.done():
+            if daemon and not driver.daemon:
+                driver.daemon = True
+                driver.run.take_over(body, logger)
+                logger.info("took over the run adopted by resync")
+            return driver
+        run = _Run(runtime, body, ref, logger)
+        driver = Driver(
+            run,
+            asyncio.create_task(self._drive(run), name=f"run {ref.namespace}/{ref.name}"),
+            daemon,
+        )
+        self._by_uid[ref.uid] = driver
+        driver.task.add_done_callback(lambda _: self._forget(ref.uid, driver))
+        return driver
+
+    async def _drive(self, run: _Run) -> None:
+        try:
+            await run.drive()
+        finally:
+            run.runtime.unsubscribe(run.ref.uid, run.wakeup)
+
+    def _forget(self, uid: str, driver: Driver) -> None:
+        if self._by_uid.get(uid) is driver:
+            del self._by_uid[uid]
+
+    def get(self, uid: str) -> Driver | None:
+        """The live driver of run `uid`, if any."""
+        driver = self._by_uid.get(uid)
+        return driver if driver is not None and not driver.task.done() else None
+
+    def uids(self) -> set[str]:
+        """The runs driven now."""
+        return {uid for uid, d in self._by_uid.items() if not d.task.done()}
+
+    def adopted(self) -> set[str]:
+        """The runs driven now without a kopf daemon."""
+        return {uid for uid, d in self._by_uid.items() if not d.task.done() and not d.daemon}
+
+    async def stop(self, uid: str) -> None:
+        """Stop driving run `uid` (and wait until its fence is released)."""
+        driver = self._by_uid.get(uid)
+        if driver is not None and not driver.task.done():
+            driver.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await driver.task
+
+    async def stop_all(self) -> None:
+        """Stop every run (at shutdown)."""
+        for uid in list(self._by_uid):
+            await self.stop(uid)
 
 
 class _Invalid(Exception):
@@ -126,9 +215,16 @@ class _NotYet(Exception):
 class _Run:
     """One executor's hold on one run."""
 
-    def __init__(self, runtime: Runtime, body: kopf.Body, ref: RunRef, logger: Logger) -> None:
+    def __init__(
+        self, runtime: Runtime, body: Mapping[str, Any], ref: RunRef, logger: Logger
+    ) -> None:
         self.runtime = runtime
         self.body = body
+        """kopf's live body (updated by its watch), or the object resync listed."""
+        self.fresh: Mapping[str, Any] | None = None
+        """A newer copy of the object, listed by resync while the watch was behind."""
+        self.fresh_base = ""
+        """The body's resourceVersion when `fresh` was listed."""
         self.ref = ref
         self.logger = logger
         self.records: list[Record] = []
@@ -141,6 +237,29 @@ class _Run:
         """Actions being performed now (several at once in parallel branches)."""
         self.unpublished: decide.Decision | None = None
         self.publisher: asyncio.Task[None] | None = None
+
+    @property
+    def object(self) -> Mapping[str, Any]:
+        """The newest copy of the run's object: what resync listed, until the watch
+        delivers a change (then kopf's body is newer)."""
+        if self.fresh is not None and _version(self.body) == self.fresh_base:
+            return self.fresh
+        return self.body
+
+    def refresh(self, listed: Mapping[str, Any], body_version: str) -> None:
+        """Resync listed the object; `body_version` is the body's resourceVersion when
+        the listing began. A change the watch did not deliver wakes the run up."""
+        if _version(self.body) != body_version:
+            return  # the watch delivered during the listing: its body may be newer
+        if _version(listed) == _version(self.object):
+            return
+        self.fresh, self.fresh_base = listed, body_version
+        self.wakeup.set()
+
+    def take_over(self, body: Mapping[str, Any], logger: Logger) -> None:
+        """kopf's daemon took this adopted run over: from now on, its live body."""
+        self.body, self.fresh, self.logger = body, None, logger
+        self.wakeup.set()
 
     async def drive(self) -> None:
         """Hold the run and drive it to its end. Losing the hold (a lease that expired
@@ -243,7 +362,7 @@ class _Run:
         self._event("Normal", "Started", f"pinned {len(definition.steps or [])} steps{origin}")
 
     async def _resolve(self) -> tuple[WorkflowSpec, dict[str, Any] | None]:
-        spec = dict(self.body.get("spec", {}))
+        spec = dict(self.object.get("spec", {}))
         try:
             definition = WorkflowSpec.model_validate(spec)
         except ValidationError as e:
@@ -294,7 +413,7 @@ class _Run:
                 "lastTransitionTime": now_rfc3339(),
             },
         ]
-        phase = self.body.get("status", {}).get("phase") or "Pending"
+        phase = (self.object.get("status") or {}).get("phase") or "Pending"
         status = {"phase": phase, "message": message, "conditions": conditions}
         if self.last_status != status:
             await self.runtime.patch_status(WORKFLOW, self.ref.namespace, self.ref.name, status)
@@ -306,7 +425,7 @@ class _Run:
     async def _step_once(self) -> None:
         await self._harvest()
         await self._ingest_signals()
-        spec = self.body.get("spec", {})
+        spec = self.object.get("spec", {})
         flags = decide.Flags(suspend=bool(spec.get("suspend")), cancel=bool(spec.get("cancel")))
         now = datetime.now(UTC)
         decision = decide.next_decision(self.state, now, flags, busy=frozenset(self.acting))
@@ -343,7 +462,7 @@ class _Run:
 
     async def _ingest_signals(self) -> None:
         """Journal each new `kurable.dev/signal.NAME` annotation once."""
-        annotations = self.body.get("metadata", {}).get("annotations") or {}
+        annotations = self.object.get("metadata", {}).get("annotations") or {}
         seen = {(s.name, json.dumps(s.payload, sort_keys=True)) for s in self.state.signals}
         for key, raw in sorted(annotations.items()):
             if not key.startswith(SIGNAL_PREFIX):
@@ -450,10 +569,10 @@ class _Run:
         if self.unpublished is None:
             return
         decision, self.unpublished = self.unpublished, None
-        previous = self.last_status or dict(self.body.get("status") or {})
+        previous = self.last_status or dict(self.object.get("status") or {})
         status = project(
             self.state,
-            generation=self.body.get("metadata", {}).get("generation"),
+            generation=self.object.get("metadata", {}).get("generation"),
             decision=decision,
             previous_conditions=previous.get("conditions"),
             now=now_rfc3339(),
@@ -472,10 +591,20 @@ class _Run:
         self.last_patch = time.monotonic()
 
     def _event(self, type_: str, reason: str, message: str) -> None:
-        if type_ == "Warning":
-            kopf.warn(self.body, reason=reason, message=message)
-        else:
-            kopf.info(self.body, reason=reason, message=message)
+        body: Any = self.body  # kopf's Body or a listed object: kopf reads its metadata only
+        try:
+            if type_ == "Warning":
+                kopf.warn(body, reason=reason, message=message)
+            else:
+                kopf.info(body, reason=reason, message=message)
+        except LookupError:
+            # kopf's event queue is known only in its handlers' context, not in a task
+            # resync started: post the Event directly.
+            self.runtime.post_event(self.object, type_, reason, message)
+
+
+def _version(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion", ""))
 
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:

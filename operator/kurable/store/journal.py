@@ -147,6 +147,12 @@ class Fence:
                 return None
         return holder or "(released meanwhile)"
 
+    async def holder(self, uid: str) -> str | None:
+        """Who holds run `uid` now (an executor id), or None. The owner key lives on its
+        holder's lease: while it exists, its holder is alive (or was, a lease TTL ago)."""
+        current = await self.client.get(keys.owner(self.prefix, uid).encode())
+        return current.value.decode() if current else None
+
     async def release(self, uid: str) -> None:
         """Give the run up (only if this executor still holds it)."""
         owner = keys.owner(self.prefix, uid).encode()

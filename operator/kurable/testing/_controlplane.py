@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -318,10 +319,23 @@ class ControlPlane:
         self._require_started()
         return f"127.0.0.1:{self._etcd_client_port}"
 
-    def env(self) -> dict[str, str]:
+    def env(self, server: str | None = None) -> dict[str, str]:
         """Environment variables pointing a subprocess (the operator, kubectl, helm) at
-        this control plane; merge them into ``os.environ``."""
-        return {"KUBECONFIG": str(self.kubeconfig), "KURABLE_ETCD_ENDPOINTS": self.etcd_endpoint}
+        this control plane; merge them into ``os.environ``. With ``server``, the
+        kubeconfig names that URL instead (see :meth:`kubeconfig_for`)."""
+        kubeconfig = self.kubeconfig if server is None else self.kubeconfig_for(server)
+        return {"KUBECONFIG": str(kubeconfig), "KURABLE_ETCD_ENDPOINTS": self.etcd_endpoint}
+
+    def kubeconfig_for(self, server: str) -> Path:
+        """An admin kubeconfig like :attr:`kubeconfig` that names another URL for the API
+        server, e.g. a proxy in front of it (``https://127.0.0.1:<port>``: the serving
+        certificate is for 127.0.0.1, so TLS verification through a loopback proxy
+        works). Written once per URL into the state directory."""
+        self._require_started()
+        port = urllib.parse.urlsplit(server).port
+        path = self.state_dir / f"kubeconfig-{port or 'default'}"
+        self._write_kubeconfig(server, path)
+        return path
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60.0
@@ -469,7 +483,8 @@ class ControlPlane:
             self._ssl_context.load_cert_chain(str(pki.admin_cert), str(pki.admin_key))
         return self._ssl_context
 
-    def _write_kubeconfig(self, server: str) -> None:
+    def _write_kubeconfig(self, server: str, path: Path | None = None) -> None:
+        path = path or self.kubeconfig
         pki = self._require_pki()
 
         def data(path: Path) -> str:
@@ -504,11 +519,11 @@ class ControlPlane:
             ],
             "current-context": "kurable",
         }
-        tmp = self.kubeconfig.with_name("kubeconfig.tmp")
+        tmp = path.with_name(f"{path.name}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             yaml.safe_dump(config, f, sort_keys=False)
-        os.replace(tmp, self.kubeconfig)
+        os.replace(tmp, path)
 
     def _discovered(self, group: str, version: str, plural: str) -> bool:
         # Plain HTTPS rather than the kubernetes client: its low-level call_api changed

@@ -1,0 +1,280 @@
+"""Resync: list the Workflows every few seconds, so that runs keep moving when kopf's
+watch goes silent, and say so loudly when it does.
+
+A watch stream can go silent without closing (a half-dead TCP connection, a frozen
+proxy). kopf then delivers nothing: a waiting run never sees its signal, and a new
+Workflow never gets a daemon. Every `--resync-interval` seconds the operator lists the
+Workflows of the namespaces it serves and
+
+- hands each run it drives the object as listed, so that a signal or a spec flag the
+  watch did not deliver still reaches the run (`_Run.refresh`);
+- adopts each unfinished run that no task of this process drives and no live executor
+  holds in etcd, and drives it as kopf's daemon would (`Drivers.drive`); a daemon that
+  starts later takes the task over;
+- compares the listing with what the watch delivered: when the watch missed something,
+  it logs an ERROR and the liveness probe fails (`/healthz` answers 500), so that
+  Kubernetes restarts the container; runs keep moving meanwhile.
+
+The decisions are pure (kurable.engine.resync); this module does the I/O.
+
+With kopf's peering, one replica is active and the others stand by, and kopf does
+not tell a replica which it is: a standby one would adopt runs and find its (paused)
+watch "silent". With --peering, resync therefore only refreshes the runs this
+process drives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping, MutableMapping, Sequence
+from typing import Any
+
+import kopf
+
+from kurable.api.v1alpha1 import WORKFLOW
+from kurable.engine.resync import (
+    Delivery,
+    Listed,
+    Memory,
+    Missed,
+    review,
+    serves,
+    specific_namespaces,
+    unheld,
+)
+
+from ._actions import RunRef
+from ._runtime import Runtime
+from .workflow import Drivers
+
+log = logging.getLogger("kurable.resync")
+
+RESYNC_INTERVAL = 30.0
+"""Seconds between two listings (`kurable operator --resync-interval`)."""
+
+
+class Resync:
+    """The periodic listing of one operator process, and what it learnt of the watch."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        drivers: Drivers,
+        interval: float = RESYNC_INTERVAL,
+        namespaces: Sequence[str] = (),
+        adopt: bool = True,
+    ) -> None:
+        self.runtime = runtime
+        self.drivers = drivers
+        self.interval = interval
+        self.namespaces = list(namespaces)
+        """kopf's namespace patterns; empty: cluster-wide."""
+        self.adopt = adopt
+        """Adopt runs and judge the watch (off with peering: see the module's doc)."""
+        self.deliveries: dict[str, Delivery] = {}
+        self.memory = Memory()
+        self.missed: dict[str, Missed] = {}
+        self.silent_since: float | None = None
+        self.resyncs = 0
+        self.failures = 0
+        self.adoptions = 0
+        self.missed_objects = 0
+        self._task: asyncio.Task[None] | None = None
+
+    # -- what the watch delivers (from the `wake` event handler) ------------------------
+
+    def delivered(self, uid: str, resource_version: str, event_type: str | None) -> None:
+        """kopf's watch delivered an event for Workflow `uid`."""
+        if event_type == "DELETED":
+            self.deliveries.pop(uid, None)
+        else:
+            self.deliveries[uid] = Delivery(resource_version, time.monotonic())
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="kurable-resync")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        log.info(
+            "resync every %ss (%s)",
+            self.interval,
+            "adopting runs and checking the watch" if self.adopt else "refreshing runs only",
+        )
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                self.failures += 1
+                log.warning("resync could not list the Workflows (%s: %s)", type(e).__name__, e)
+
+    async def once(self) -> None:
+        """List the Workflows, refresh the runs driven here, adopt the undriven ones,
+        and judge the watch."""
+        listed_at = time.monotonic()
+        driven_before = self.drivers.uids()
+        versions = {
+            uid: _version(driver.run.body)
+            for uid in driven_before
+            if (driver := self.drivers.get(uid)) is not None
+        }
+        objects = {obj["metadata"]["uid"]: obj for obj in await self._list()}
+        self.resyncs += 1
+        for uid, obj in objects.items():
+            driver = self.drivers.get(uid)
+            if driver is not None and uid in versions:
+                driver.run.refresh(obj, versions[uid])
+        if not self.adopt:
+            return
+        listed = [Listed.from_object(obj) for obj in objects.values()]
+        verdict = review(
+            listed,
+            driven=driven_before | self.drivers.uids(),
+            adopted=self.drivers.adopted(),
+            deliveries=self.deliveries,
+            memory=self.memory,
+            listed_at=listed_at,
+            grace=self.interval,
+        )
+        self.memory = verdict.memory
+        self._forget_deliveries(objects, listed_at)
+        self._judge_watch(verdict.missed)
+        for uid in verdict.abandon:
+            await self._abandon(uid, gone=uid not in objects)
+        holders = {c.uid: await self.runtime.fence.holder(c.uid) for c in verdict.adopt}
+        for item in unheld(verdict.adopt, holders, self.runtime.fence.id):
+            self._adopt(objects[item.uid], item)
+
+    async def _list(self) -> list[dict[str, Any]]:
+        """The Workflows of the namespaces this operator serves, as kopf would see them."""
+        if not self.namespaces:
+            return await self.runtime.list_objects(WORKFLOW, None)
+        names = specific_namespaces(self.namespaces)
+        if names is None:
+            names = [n for n in await self.runtime.list_namespaces() if serves(n, self.namespaces)]
+        objects: list[dict[str, Any]] = []
+        for namespace in names:
+            objects.extend(await self.runtime.list_objects(WORKFLOW, namespace))
+        return objects
+
+    def _forget_deliveries(self, objects: Mapping[str, Any], listed_at: float) -> None:
+        """Objects gone before the listing began need no record (their DELETED event may
+        never have come: the watch was silent)."""
+        for uid, delivery in list(self.deliveries.items()):
+            if uid not in objects and delivery.at < listed_at:
+                del self.deliveries[uid]
+
+    # -- adopting -------------------------------------------------------------------------
+
+    def _adopt(self, obj: Mapping[str, Any], item: Listed) -> None:
+        ref = RunRef(item.name, item.namespace, item.uid)
+        logger = _ObjectLogger(log, {"ref": str(item)})
+        driver = self.drivers.drive(self.runtime, obj, ref, logger, daemon=False)
+        if driver.daemon:
+            return  # kopf's daemon started meanwhile: it drives the run
+        self.adoptions += 1
+        logger.warning(
+            f"adopted: unfinished (phase {item.phase or 'none'}) and no daemon drives it for "
+            f"{self.interval:.0f}s; driving it from resync until kopf's daemon takes it over"
+        )
+
+    async def _abandon(self, uid: str, gone: bool) -> None:
+        driver = self.drivers.get(uid)
+        if driver is None or driver.daemon:
+            return
+        ref = driver.run.ref
+        await self.drivers.stop(uid)
+        if not gone:
+            log.info(
+                "[%s/%s] stopped the adopted run: it is being deleted", ref.namespace, ref.name
+            )
+            return
+        # Deleted without kopf seeing it (so without its finalizer, nor its delete
+        # handler to forget the journal): forget it here, once sure the object is gone.
+        current = await self.runtime.get(WORKFLOW, ref.namespace, ref.name)
+        if current is None or current["metadata"]["uid"] != uid:
+            deleted = await self.runtime.journal.forget(uid)
+            log.info(
+                "[%s/%s] stopped the adopted run: its Workflow is gone; removed the journal "
+                "(%s keys)",
+                ref.namespace,
+                ref.name,
+                deleted,
+            )
+
+    # -- the watch's health ---------------------------------------------------------------
+
+    def _judge_watch(self, missed: list[Missed]) -> None:
+        now = time.monotonic()
+        new = [m for m in missed if m.listed.uid not in self.missed]
+        self.missed = {m.listed.uid: m for m in missed}
+        self.missed_objects += len(new)
+        if missed and self.silent_since is None:
+            self.silent_since = now
+        elif not missed and self.silent_since is not None:
+            log.info("the watch delivers again (silent for %.0fs)", now - self.silent_since)
+            self.silent_since = None
+        if new:
+            shown = "; ".join(m.describe() for m in new[:5])
+            more = f" (and {len(new) - 5} more)" if len(new) > 5 else ""
+            log.error(
+                "the watch looks silent: %s%s. Resync keeps the runs moving; the liveness "
+                "probe fails so that the operator is restarted",
+                shown,
+                more,
+            )
+
+    def report(self) -> dict[str, Any]:
+        """Figures for the liveness endpoint."""
+        silent_for = 0.0 if self.silent_since is None else time.monotonic() - self.silent_since
+        return {
+            "watch": "silent" if self.silent_since is not None else "ok",
+            "silentSeconds": round(silent_for),
+            "behind": sorted(str(m.listed) for m in self.missed.values()),
+            "missedObjects": self.missed_objects,
+            "adoptions": self.adoptions,
+            "resyncs": self.resyncs,
+            "resyncFailures": self.failures,
+        }
+
+
+@kopf.on.probe(id="resync")
+async def watch_health(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+    """Fail the liveness probe while the watch looks silent (kopf answers 500)."""
+    resync: Resync | None = memo.get("resync")
+    if resync is None:
+        return {}
+    report = resync.report()
+    if report["watch"] == "silent":
+        missed = next(iter(resync.missed.values()), None)
+        raise kopf.PermanentError(
+            f"the watch looks silent for {report['silentSeconds']}s"
+            + (f": {missed.describe()}" if missed else "")
+            + f"; {report}"
+        )
+    return report
+
+
+class _ObjectLogger(logging.LoggerAdapter[logging.Logger]):
+    """`[namespace/name] message`, like kopf's per-object loggers."""
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        return f"[{(self.extra or {}).get('ref')}] {msg}", kwargs
+
+
+def _version(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion", ""))
