@@ -43,11 +43,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.networking.error_backoffs = _Backoffs()
     # A request sent on a pooled keep-alive connection that went silent would wait
     # kopf's default of 5 minutes: fail it sooner, and let kopf retry on a new
-    # connection. Listing in pages keeps each request short even in a big namespace.
+    # connection. Listing in pages keeps each request short even in a big namespace;
+    # pages of 500 cost 0.5 s of recovery at 1,000 runs (bench/recovery.py), 2000 do not.
     api_timeout = float(memo.get("api_timeout", API_TIMEOUT))
     settings.networking.request_timeout = api_timeout
     settings.networking.connect_timeout = api_timeout
-    settings.watching.chunk_size = 500
+    settings.watching.chunk_size = 2000
     settings.posting.level = logging.INFO
     settings.execution.max_workers = 4
     logging.getLogger("kopf.objects").addFilter(_quiet_wakeups)
