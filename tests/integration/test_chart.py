@@ -293,6 +293,10 @@ def test_deployment_takes_image_probe_env_and_args_from_values(helm_home: dict[s
     assert args[:3] == ["operator", "--liveness", f"http://0.0.0.0:{values['healthPort']}/healthz"]
     assert _pairs(args, "--namespace") == ["a", "b"]
     assert _pairs(args, "--peering") == [values["peering"]["name"]]
+    operator = values["operator"]
+    assert _pairs(args, "--lease-ttl") == [str(operator["leaseTTL"])]
+    assert _pairs(args, "--resync-interval") == [str(operator["resyncInterval"])]
+    assert _pairs(args, "--api-timeout") == [str(operator["apiTimeout"])]
     env = {e["name"]: e for e in container["env"]}
     assert env["KURABLE_EXECUTOR_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert env["KURABLE_ETCD_ENDPOINTS"]["value"] == ",".join(values["etcd"]["endpoints"])
