@@ -37,6 +37,9 @@ IN_USE_RETRY_SECONDS = 10.0
 """How often a blocked EntityType deletion checks whether its Entities are gone."""
 RESYNC_SECONDS = 30.0
 """How often the operator checks that an Entity's status shows its etcd version."""
+RESYNC_FIRST_SECONDS = 5.0
+"""The first check after the operator starts: a sender that died (the operator's last
+incarnation) may have committed a command without patching status."""
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
@@ -92,7 +95,9 @@ async def initialize(
     await project_entity_status(runtime.api, namespace, name, snapshot)
 
 
-@kopf.timer(GROUP, VERSION, ENTITY.plural, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
+@kopf.timer(
+    GROUP, VERSION, ENTITY.plural, interval=RESYNC_SECONDS, initial_delay=RESYNC_FIRST_SECONDS
+)
 async def resync(body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     """Put status right when a sender committed a command but died before patching it."""
     runtime: Runtime = memo["runtime"]
