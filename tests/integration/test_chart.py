@@ -3,7 +3,9 @@
 The least-privilege tests run the operator out of cluster with a token of the chart's
 own ServiceAccount (TokenRequest API), under the chart's own RBAC, and prove that the
 examples complete; then that taking away any single verb of the chart's rules makes
-them fail to complete, so the chart grants nothing the operator does not use.
+them fail to complete, so the chart grants nothing the operator does not use. With
+peering, a second replica of higher priority comes and goes first, and the operator
+must stand by for it meanwhile.
 """
 
 from __future__ import annotations
@@ -607,7 +609,7 @@ class ChartOperator:
             create_namespace(self.cp, namespace)
         self.cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(self.deferred))
 
-    def kubeconfig(self) -> Path:
+    def kubeconfig(self, identity: str) -> Path:
         (account,) = find(self.manifests, "ServiceAccount")
         token = self.cp.kubectl(
             "create", "token", account["metadata"]["name"], "-n", self.namespace,
@@ -624,24 +626,29 @@ class ChartOperator:
             ],
             "current-context": "operator",
         }
-        path = self.tmp_path / f"{self.release}.kubeconfig"
+        path = self.tmp_path / f"{identity}.kubeconfig"
         path.write_text(yaml.safe_dump(config))
         path.chmod(0o600)
         return path
 
-    def operator(self) -> OperatorProcess:
-        """`kurable operator` with the Deployment's arguments (but its own liveness port)."""
+    def operator(self, identity: str = "", priority: int | None = None) -> OperatorProcess:
+        """`kurable operator` with the Deployment's arguments (but its own liveness port),
+        as the pod `identity` (default: the first replica's), with a peering `priority`
+        when given (a replica draws a random one)."""
+        identity = identity or self.identity
         (deployment,) = find(self.manifests, "Deployment")
         args = list(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
         assert args[:2] == ["operator", "--liveness"]
+        if priority is not None:
+            args += ["--priority", str(priority)]
         env = {
-            "KUBECONFIG": str(self.kubeconfig()),
+            "KUBECONFIG": str(self.kubeconfig(identity)),
             "KURABLE_ETCD_ENDPOINTS": self.cp.etcd_endpoint,
             "KURABLE_ETCD_PREFIX": self.prefix,
-            "POD_ID": self.identity,  # what the downward API gives kopf in a pod
-            "KURABLE_EXECUTOR_ID": self.identity,
+            "POD_ID": identity,  # what the downward API gives kopf in a pod
+            "KURABLE_EXECUTOR_ID": identity,
         }
-        return OperatorProcess(env, self.tmp_path / f"{self.release}.log", extra_args=args[3:])
+        return OperatorProcess(env, self.tmp_path / f"{identity}.log", extra_args=args[3:])
 
 
 @pytest.fixture(scope="module")
@@ -707,18 +714,27 @@ def _peers(chart: ChartOperator, namespace: str) -> dict[str, Any]:
 
 
 def attempt_examples(chart: ChartOperator, namespace: str, timeout: float) -> list[str]:
-    """Run the chart's operator and every example; what went wrong (nothing: [])."""
-    operator = chart.operator()
+    """Run the chart's operator and every example; what went wrong (nothing: []).
+
+    With peering (`replicas > 1`), the operator first stands by for a second replica of
+    higher priority, then runs the examples once that replica has stopped."""
+    peering = chart.values.get("replicas", 1) > 1
+    operator = chart.operator(priority=1 if peering else None)
     problems = []
     try:
         operator.start()
     except RuntimeError as e:
         return [f"the operator did not start: {e}"]
+    other_logs = ""
     try:
         if chart.crds_after_operator:
             chart.cp.install_crds(ROOT / "crds")
         if chart.namespace_after_operator:
             chart.install_deferred()
+        if peering:
+            problem, other_logs = stand_by_for_a_peer(chart, namespace, operator)
+            if problem is not None:
+                return [problem]
         for example in EXAMPLES:
             problem = example.run(chart.cp, namespace, chart.prefix, timeout)
             if problem is not None:
@@ -731,14 +747,74 @@ def attempt_examples(chart: ChartOperator, namespace: str, timeout: float) -> li
                 )  # fmt: skip
                 chart.cp.kubectl("delete", "-n", namespace, ref, "--wait=false", check=False)
         # Peering: the operator announces itself (kopf's keep-alive) in the peering object.
-        if chart.values.get("replicas", 1) > 1 and not _poll(
-            lambda: chart.identity in _peers(chart, namespace), 10
-        ):
+        if peering and not _poll(lambda: chart.identity in _peers(chart, namespace), 10):
             problems.append(f"not a peer: {_peers(chart, namespace)}")
     finally:
         operator.stop()
-        chart.log = operator.log_path.read_text()
+        # The operator's own log last: a failure message shows its tail.
+        chart.log = other_logs + operator.log_path.read_text()
     return problems
+
+
+PEER_TIMEOUT = 60.0
+"""Seconds to wait for one step of peering (a keep-alive, a pause, a resume): generous,
+since a step that works takes well under a second, and one that fails never comes."""
+
+# kopf's log lines (kopf/_core/engines/peering.py) when a peer pauses and resumes.
+PAUSING = "Pausing operations in favour of"
+RESUMING = "Resuming operations after the pause"
+
+
+def stand_by_for_a_peer(
+    chart: ChartOperator, namespace: str, standby: OperatorProcess
+) -> tuple[str | None, str]:
+    """Start a second replica of higher priority next to the running `standby`
+    (priority 1): the standby must pause in its favour, and resume once it has stopped.
+    What went wrong (or None), and the second replica's log.
+
+    With a peering name, kopf starts paused and resumes once it has listed the peering
+    object; the second replica starts only then, so that the standby can learn of it
+    only by watching that object (kopf lists it once). Only a watch event tells it
+    that the replica left, too. kopf's log is its only record of pausing and resuming."""
+    if not _poll(lambda: _logged(standby, (RESUMING,)), PEER_TIMEOUT):
+        return f"{chart.identity} did not read the peering object", ""
+    if not _poll(lambda: chart.identity in _peers(chart, namespace), PEER_TIMEOUT):
+        return f"{chart.identity} did not announce itself: {_peers(chart, namespace)}", ""
+    identity = f"{chart.release}-1"
+    paused = ((RESUMING,), (PAUSING, identity))
+    active = chart.operator(identity, priority=2)
+    problem = None
+    try:
+        active.start()
+        if not _poll(lambda: identity in _peers(chart, namespace), PEER_TIMEOUT):
+            problem = f"{identity} did not announce itself: {_peers(chart, namespace)}"
+        elif not _poll(lambda: _logged(standby, *paused), PEER_TIMEOUT):
+            problem = f"{chart.identity} did not pause in favour of {identity} (priority 2)"
+    except RuntimeError as e:
+        problem = f"the second replica did not start: {e}"
+    finally:
+        active.stop()
+    log = f"--- {identity} ---\n{active.log_path.read_text()}--- {chart.identity} ---\n"
+    # Stopped, the replica removes itself from the peering object; killed, its entry
+    # expires after kopf's peering lifetime (60s): wait long enough for either.
+    if problem is None and not _poll(
+        lambda: _logged(standby, *paused, (RESUMING,)), 2 * PEER_TIMEOUT
+    ):
+        problem = f"{chart.identity} did not resume after {identity} stopped"
+    return problem, log
+
+
+def _logged(operator: OperatorProcess, *lines: tuple[str, ...]) -> bool:
+    """Whether the operator's log has, in this order, lines containing all of each
+    tuple's parts."""
+    wanted = iter(lines)
+    parts = next(wanted, None)
+    for line in operator.log_path.read_text().splitlines():
+        if parts is None:
+            break
+        if all(part in line for part in parts):
+            parts = next(wanted, None)
+    return parts is None
 
 
 def _setup(
@@ -768,17 +844,6 @@ def _grant(rule: dict[str, Any], verb: str) -> str:
     return f"{rule['apiGroups'][0] or 'core'}/{','.join(rule['resources'])}:{verb}"
 
 
-# Watching the peering object is how kopf learns that a peer of higher priority
-# appeared (and stands by); one operator alone completes the examples without it.
-# Showing it needs a second peer: until that test exists this is an expected failure
-# (strict: it is reported the moment it stops failing).
-_KNOWN_GAPS = {
-    ("kopf.dev", "watch"): pytest.mark.xfail(
-        strict=True, reason="peering watch matters only with a second peer; not yet shown"
-    ),
-}
-
-
 def _verbs_to_take_away() -> list[Any]:
     """(configuration, role kind, rule index, verb) for every verb the chart grants,
     rendered at collection so that a rule added to the chart is tested without editing
@@ -793,7 +858,6 @@ def _verbs_to_take_away() -> list[Any]:
                             pytest.param(
                                 config, role["kind"], index, verb,
                                 id=f"{config}:{role['kind']}:{_grant(rule, verb)}",
-                                marks=_KNOWN_GAPS.get((rule["apiGroups"][0], verb), ()),
                             )
                             for verb in rule["verbs"]
                         ]  # fmt: skip
