@@ -33,6 +33,7 @@ from tests.integration.transfers import (
     journals,
     plan,
     run_name,
+    template_runs,
     wallet_names,
 )
 from tests.integration.transfers import workflows as transfer_runs
@@ -187,19 +188,7 @@ def errand_template(service_url: str) -> dict[str, Any]:
 
 
 def errands(indices: tuple[int, ...]) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "List",
-        "items": [
-            {
-                "apiVersion": "kurable.dev/v1alpha1",
-                "kind": "Workflow",
-                "metadata": {"name": errand_name(i)},
-                "spec": {"templateRef": {"name": "errand"}, "input": {"index": i}},
-            }
-            for i in indices
-        ],
-    }
+    return template_runs("errand", {errand_name(i): {"index": i} for i in indices})
 
 
 def persist(what: str, action: Callable[[], T], timeout: float = 120.0) -> T:

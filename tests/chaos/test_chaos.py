@@ -73,29 +73,14 @@ def test_chaos(plane: ControlPlane, tmp_path: Path) -> None:
         try:
             ops.a = ops.start("chaos-a")
             create_wallets(cp, namespace, plan.wallets)
-            cp.kubectl(
-                "apply",
-                "-n",
-                namespace,
-                "-f",
-                "-",
-                input=json.dumps(errand_template(service.url(""))),
-            )
-            cp.kubectl(
-                "apply",
-                "-n",
-                namespace,
-                "-f",
-                "-",
-                input=json.dumps(
-                    {
-                        "apiVersion": "kurable.dev/v1alpha1",
-                        "kind": "Workflow",
-                        "metadata": {"name": STRANDED},
-                        "spec": {"templateRef": {"name": "never-written"}},
-                    }
-                ),
-            )
+            no_template = {
+                "apiVersion": "kurable.dev/v1alpha1",
+                "kind": "Workflow",
+                "metadata": {"name": STRANDED},
+                "spec": {"templateRef": {"name": "never-written"}},
+            }
+            for manifest in (errand_template(service.url("")), no_template):
+                cp.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
             start = time.monotonic()
             load = Load(plan, cp, namespace, start)
             load.start()

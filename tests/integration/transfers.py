@@ -101,8 +101,8 @@ def run_name(transfer: Transfer) -> str:
     return f"transfer-{transfer.index:03d}"
 
 
-def workflows(transfers: list[Transfer]) -> dict[str, Any]:
-    """The runs of the `transfer` template for `transfers`, as one List to apply."""
+def template_runs(template: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Runs of `template`, one per name in `inputs` (with that input), as one List."""
     return {
         "apiVersion": "v1",
         "kind": "List",
@@ -110,15 +110,20 @@ def workflows(transfers: list[Transfer]) -> dict[str, Any]:
             {
                 "apiVersion": "kurable.dev/v1alpha1",
                 "kind": "Workflow",
-                "metadata": {"name": run_name(t)},
-                "spec": {
-                    "templateRef": {"name": "transfer"},
-                    "input": {"from": t.source, "to": t.target, "amount": t.amount},
-                },
+                "metadata": {"name": name},
+                "spec": {"templateRef": {"name": template}, "input": value},
             }
-            for t in transfers
+            for name, value in inputs.items()
         ],
     }
+
+
+def workflows(transfers: list[Transfer]) -> dict[str, Any]:
+    """The runs of the `transfer` template for `transfers`, as one List to apply."""
+    return template_runs(
+        "transfer",
+        {run_name(t): {"from": t.source, "to": t.target, "amount": t.amount} for t in transfers},
+    )
 
 
 def runs(cp: ControlPlane, namespace: str) -> dict[str, dict[str, Any]]:
