@@ -9,7 +9,8 @@ import pytest
 from kurable.engine.journal import parse_time
 from kurable.testing import ControlPlane, OperatorProcess
 
-from .conftest import Isolated, apply, eventually, get, journal, wait_phase
+from .conftest import Isolated, apply, eventually, get, journal, wait_phase, workflow
+from .service import Service
 
 pytestmark = pytest.mark.slow
 
@@ -78,3 +79,45 @@ def test_sigkill_during_sleep_resumes_without_repeating_steps(
     lateness = (woke - wake_at).total_seconds()
     assert 0 <= lateness < 2.0, f"the sleep ended {lateness:.2f}s after its deadline"
     assert wf["status"]["steps"][-1]["output"] == {"seen": f"{uid}-once"}
+
+
+def test_sigkill_during_an_http_call_resends_it_with_the_same_idempotency_key(
+    control_plane: ControlPlane, isolated: Isolated
+) -> None:
+    """The crash window of an outside effect: the request was sent, its answer never
+    journaled. The next incarnation sends it again, with the same key."""
+    namespace, prefix = isolated.namespace, isolated.prefix
+    # The service holds each request until two are in flight: the first incarnation's
+    # call is still held when the operator dies; the second incarnation's call frees it.
+    with Service(gather=2) as service:
+        first = isolated.operator("crash-http").start()
+        try:
+            apply(
+                control_plane,
+                namespace,
+                workflow(
+                    "pay",
+                    steps=[{"name": "charge", "http": {"url": service.url("/charge")}}],
+                    output={"calls": "${ steps.charge.output.calls }"},
+                ),
+            )
+            eventually(
+                lambda: service.in_flight,
+                lambda n: n == 1,
+                30,
+                "the first incarnation's call to be held",
+            )
+            first.kill()
+        finally:
+            first.stop()
+        with isolated.operator("crash-http") as second:
+            wf = wait_phase(control_plane, namespace, "pay", ("Succeeded",), timeout=60)
+        assert second.process is not None
+    uid = wf["metadata"]["uid"]
+    assert dict(service.keys) == {f"{uid}/charge": 2}, service.keys
+    assert wf["status"]["output"] == {"calls": 2}
+    records = journal(control_plane, uid, prefix)
+    completed = [r for r in records if r.type == "StepCompleted" and r.step == "charge"]
+    started = [r for r in records if r.type == "StepStarted" and r.step == "charge"]
+    assert len(completed) == 1, records
+    assert started[0].executor != completed[0].executor, records
