@@ -15,11 +15,12 @@ import argparse
 import asyncio
 import itertools
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from floor import etcd_floor  # bench/ is the script directory
 
 from kurable.api import crd
 from kurable.engine.journal import Record, parse_time
@@ -47,23 +48,12 @@ def manifest(name: str, steps: int) -> dict[str, Any]:
     }
 
 
-async def etcd_floor(endpoint: str, samples: int = 500) -> float:
-    """p50 of a one-put transaction with a create-revision compare (a journal commit's shape)."""
+async def measure_floor(endpoint: str) -> float:
     etcd = await connect(EtcdConfig(endpoints=endpoint))
-    tx = etcd.transactions
-    latencies = []
     try:
-        for i in range(samples):
-            key = f"/bench-floor/{i:08d}".encode()
-            start = time.perf_counter()
-            await etcd.transaction(
-                compare=[tx.create(key) == 0], success=[tx.put(key, b"x" * 200)], failure=[]
-            )
-            latencies.append(time.perf_counter() - start)
-        await etcd.delete_prefix(b"/bench-floor/")
+        return await etcd_floor(etcd)
     finally:
         await etcd.close()
-    return statistics.median(latencies)
 
 
 async def read_journals(endpoint: str, uids: list[str]) -> tuple[list[list[Record]], int]:
@@ -98,7 +88,7 @@ def main() -> None:
         ControlPlane(crds=crd.write_all(Path(tmp) / "crds")) as cp,
         OperatorProcess(cp.env(), Path(tmp) / "operator.log"),
     ):
-        floor = asyncio.run(etcd_floor(cp.etcd_endpoint))
+        floor = asyncio.run(measure_floor(cp.etcd_endpoint))
         rev_before = asyncio.run(revision(cp.etcd_endpoint))
         names = [f"chain-{i:04d}" for i in range(args.workflows)]
         started = time.monotonic()

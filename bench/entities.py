@@ -21,13 +21,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import statistics
 import time
 import uuid
 from pathlib import Path
 
 import aetcd
 import yaml
+from floor import etcd_floor  # bench/ is the script directory
 
 from kurable.api.v1alpha1 import EntityTypeSpec
 from kurable.store.entities import EntityRef, execute_command, load_snapshot
@@ -44,21 +44,6 @@ WALLET = EntityTypeSpec.model_validate(
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-async def etcd_floor(etcd: aetcd.Client, samples: int = 500) -> float:
-    """p50 of a one-put transaction with a create-revision compare (a journal commit's shape)."""
-    tx = etcd.transactions
-    latencies = []
-    for i in range(samples):
-        key = f"/bench-floor/{i:08d}".encode()
-        start = time.perf_counter()
-        await etcd.transaction(
-            compare=[tx.create(key) == 0], success=[tx.put(key, b"x" * 200)], failure=[]
-        )
-        latencies.append(time.perf_counter() - start)
-    await etcd.delete_prefix(b"/bench-floor/")
-    return statistics.median(latencies)
 
 
 def wallet(name: str) -> EntityRef:

@@ -348,30 +348,6 @@ def test_child_workflow_runs_a_template_and_returns_its_output(
     assert child["metadata"]["ownerReferences"][0]["uid"] == wf["metadata"]["uid"]
 
 
-def test_ttl_seconds_after_finished_deletes_the_run(
-    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
-) -> None:
-    apply(
-        control_plane,
-        namespace,
-        workflow(
-            "short-lived",
-            ttlSecondsAfterFinished=1,
-            steps=[{"name": "a", "set": {"x": 1}}],
-        ),
-    )
-    eventually(
-        lambda: (
-            control_plane.kubectl(
-                "get", "-n", namespace, "workflow/short-lived", check=False
-            ).returncode
-        ),
-        lambda code: code != 0,
-        30,
-        "the finished run to be deleted",
-    )
-
-
 def test_invalid_template_is_marked_with_what_to_fix(
     control_plane: ControlPlane, operator: OperatorProcess, namespace: str
 ) -> None:
