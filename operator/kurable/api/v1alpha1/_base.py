@@ -88,6 +88,41 @@ JSONObject = Annotated[
 """A JSON object with free-form content."""
 
 
+YAML11_BOOLEAN_KEY_MESSAGE = (
+    'has a key "true" or "false": YAML 1.1 (kubectl\'s reader) reads an unquoted key n, y, '
+    'no, yes, on or off as a boolean; quote the key ("n": ...)'
+)
+"""Why a key `true`/`false` is refused: it is almost always a YAML 1.1 boolean in disguise."""
+
+
+def no_boolean_keys(expr: str) -> str:
+    """A CEL rule: the map `expr` has no key "true" or "false" (the YAML 1.1 readings)."""
+    return f"!('true' in {expr}) && !('false' in {expr})"
+
+
+UserSchema = Annotated[
+    dict[str, Any],
+    Field(
+        json_schema_extra={
+            "x-kubernetes-preserve-unknown-fields": True,
+            # Declared as a map of schemas, so that CEL sees its keys (it sees nothing
+            # undeclared inside a preserve-unknown-fields object).
+            "properties": {
+                "properties": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": True,
+                    },
+                    **validations(cel(no_boolean_keys("self"), YAML11_BOOLEAN_KEY_MESSAGE)),
+                }
+            },
+        }
+    ),
+]
+"""An OpenAPI v3 schema written by the user (`inputSchema`, `stateSchema`)."""
+
+
 class Condition(Model):
     """A Kubernetes condition, as in metav1.Condition."""
 

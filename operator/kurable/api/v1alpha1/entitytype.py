@@ -6,7 +6,17 @@ from typing import Annotated
 
 from pydantic import Field
 
-from ._base import Conditions, Expression, JSONObject, JSONValue, Model, Name, cel, validations
+from ._base import (
+    Conditions,
+    Expression,
+    JSONObject,
+    JSONValue,
+    Model,
+    Name,
+    UserSchema,
+    cel,
+    validations,
+)
 
 
 class Guard(Model):
@@ -46,7 +56,7 @@ class Handler(Model):
 class Command(Model):
     """A command: validated input, guards, the events it emits, the reply."""
 
-    input_schema: JSONObject | None = None
+    input_schema: UserSchema | None = None
     """OpenAPI v3 schema of the input."""
     guards: list[Guard] | None = None
     """Rules that must hold, checked in order."""
@@ -77,7 +87,7 @@ class EventHandler(Model):
 class EntityTypeSpec(Model):
     """State schema, commands and event handlers."""
 
-    state_schema: JSONObject
+    state_schema: UserSchema
     """OpenAPI v3 schema of the state, checked after every change."""
     commands: Annotated[dict[str, Command], Field(min_length=1)]
     """The commands, by name."""

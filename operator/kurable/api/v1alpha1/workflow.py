@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -22,14 +22,65 @@ from ._base import (
 # The step kinds; a step has exactly one. Keep in sync with the fields of `Step`.
 ACTIONS = ("set", "sleep", "wait", "http", "workflow", "entity", "view", "emit", "job", "parallel")
 
+# A signal arrives as the annotation `kurable.dev/signal.NAME`. Kubernetes limits an
+# annotation key's name part (`signal.NAME`) to 63 characters, alphanumeric at both ends
+# with `-`, `_`, `.` inside; a wait step's name must fit, or no annotation can deliver it.
+SIGNAL_NAME_MAX_LENGTH = 63 - len("signal.")
+SIGNAL_NAME_PATTERN = r"^[A-Za-z_]([A-Za-z0-9_-]*[A-Za-z0-9])?$"
+SIGNAL_NAME_MESSAGE = (
+    "a signal is sent as the annotation kurable.dev/signal.NAME, and Kubernetes limits an "
+    "annotation name (signal.NAME) to 63 characters that begin and end with a letter or digit: "
+    f"use at most {SIGNAL_NAME_MAX_LENGTH} characters (letters, digits, _ and -), starting with "
+    "a letter or _ and ending with a letter or digit"
+)
+
+# A timestamp without an offset would be read in the operator's local time zone.
+TIMESTAMP_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+UNTIL_MESSAGE = (
+    "until must be an RFC 3339 timestamp with a UTC offset, as Kubernetes writes them "
+    "(2030-01-02T15:04:05Z or 2030-01-02T17:04:05+02:00), or a ${ } expression: without an "
+    "offset the time would be read in the operator's local time zone"
+)
+
+
+def _signal_name_ok(expr: str) -> str:
+    return f"{expr}.size() <= {SIGNAL_NAME_MAX_LENGTH} && {expr}.matches('{SIGNAL_NAME_PATTERN}')"
+
+
+def _until_ok(expr: str) -> str:
+    return f"{expr}.contains('${{') || {expr}.matches('{TIMESTAMP_PATTERN}')"
+
+
+Until = Annotated[
+    str,
+    # Bounded so that the rule's cost over 500 steps stays inside the API server's budget.
+    Field(max_length=1024, json_schema_extra=validations(cel(_until_ok("self"), UNTIL_MESSAGE))),
+]
+"""A wake-up time: an RFC 3339 timestamp with a UTC offset, or a `${ }` expression."""
+
+SignalName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        # Longer than a signal may be, so that the rule below (not a bare maxLength) says why.
+        max_length=253,
+        json_schema_extra=validations(cel(_signal_name_ok("self"), SIGNAL_NAME_MESSAGE)),
+    ),
+]
+"""A signal's name: the NAME of the annotation `kurable.dev/signal.NAME` that delivers it."""
+
 
 class Sleep(Model):
     """A durable timer: the wake-up time is journaled, so a restart does not restart it."""
 
     duration: Duration | None = None
     """How long to sleep, e.g. `30s`, `1h30m`."""
-    until: Expression | None = None
-    """Sleep until this RFC 3339 timestamp (may be a `${ }` expression)."""
+    until: Until | None = None
+    """Sleep until this RFC 3339 timestamp with a UTC offset (`Z` or `+02:00`), or a `${ }`
+    expression giving one."""
 
     model_config = {
         "json_schema_extra": validations(
@@ -44,7 +95,7 @@ class Sleep(Model):
 class Wait(Model):
     """Wait for a named signal; the step's output is the signal's JSON payload."""
 
-    signal: Name
+    signal: SignalName
     """Signal name, as in `kubectl annotate workflow/NAME kurable.dev/signal.NAME='{...}'`."""
     timeout: Duration | None = None
     """Give up waiting after this long (the step fails with reason `Timeout`)."""
@@ -303,14 +354,53 @@ class WorkflowSpec(Model):
     ttl_seconds_after_finished: Annotated[int, Field(ge=0)] | None = None
     """Delete the run this many seconds after it finished."""
 
-    model_config = {
-        "json_schema_extra": validations(
-            cel(
-                "has(self.steps) != has(self.templateRef)",
-                "a workflow needs exactly one of spec.steps or spec.templateRef",
-            )
+    model_config = {"json_schema_extra": lambda schema: _workflow_spec_rules(schema)}
+
+
+IN_FLIGHT_FIELDS = ("suspend", "cancel", "ttlSecondsAfterFinished")
+"""The fields of a Workflow's spec that may change while it runs; the rest is its definition."""
+
+
+def _definition_changed(field: str) -> str:
+    return (
+        f"{field} cannot change once the run exists: a run keeps the definition it started "
+        f"with, and only {', '.join(IN_FLIGHT_FIELDS)} change in flight; to run a changed "
+        "definition, start a new run (a new Workflow)"
+    )
+
+
+def _workflow_spec_rules(schema: dict[str, Any]) -> None:
+    """Exactly one of steps and templateRef; the definition fields immutable (transition
+    rules: `oldSelf` is the stored spec on update)."""
+    properties = schema["properties"]
+    definition = [
+        f
+        for f in properties
+        if f not in IN_FLIGHT_FIELDS
+        # CEL cannot see an untyped value (input, output): no rule may name it.
+        and not (
+            "x-kubernetes-preserve-unknown-fields" in properties[f] and "type" not in properties[f]
         )
-    }
+    ]
+    for field in definition:
+        node = properties[field]
+        # A new list: the node's own may be shared with other fields of the same type.
+        node["x-kubernetes-validations"] = [
+            *node.get("x-kubernetes-validations", []),
+            cel("self == oldSelf", _definition_changed(f"spec.{field}")),
+        ]
+    schema["x-kubernetes-validations"] = [
+        cel(
+            "has(self.steps) != has(self.templateRef)",
+            "a workflow needs exactly one of spec.steps or spec.templateRef",
+        ),
+        # A field-level rule runs only when the field is in both objects: adding or
+        # removing one is caught here.
+        cel(
+            " && ".join(f"has(self.{f}) == has(oldSelf.{f})" for f in definition),
+            _definition_changed("the definition (" + ", ".join(definition) + ")"),
+        ),
+    ]
 
 
 Phase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed", "Cancelled", "Invalid"]

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from ._base import Conditions, Duration, JSONObject, JSONValue, Model
+from ._base import Conditions, Duration, JSONObject, JSONValue, Model, UserSchema
 from .workflow import Retry, Steps
 
 
 class WorkflowTemplateSpec(Model):
     """A definition; a run pins the generation it started with."""
 
-    input_schema: JSONObject | None = None
+    input_schema: UserSchema | None = None
     """OpenAPI v3 schema of `input`, checked when a run starts."""
     steps: Steps
     """The steps, as in a Workflow."""
