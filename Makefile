@@ -39,6 +39,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check operator tests hack bench
 	$(BIN)/ruff format --check operator tests hack bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Everything: unit tests, integration tests on the real control plane, crash tests.
 test: $(STAMP) tools

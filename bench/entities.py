@@ -30,7 +30,8 @@ import yaml
 from floor import etcd_floor  # bench/ is the script directory
 
 from kurable.api.v1alpha1 import EntityTypeSpec
-from kurable.store.entities import EntityRef, execute_command, load_snapshot
+from kurable.executor.commands import execute_command
+from kurable.store.entities import EntityRef, load_snapshot
 from kurable.store.journal import EtcdConfig, connect
 from kurable.testing import ControlPlane
 

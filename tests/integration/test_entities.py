@@ -16,6 +16,7 @@ import yaml
 
 from kurable.api.v1alpha1 import EntityTypeSpec
 from kurable.client import AsyncClient, Client, CommandRejected, Snapshot, project_entity_status
+from kurable.executor import commands
 from kurable.store import entities as store
 from kurable.store import keys
 from kurable.store.entities import EntityRef
@@ -446,7 +447,7 @@ def test_status_left_behind_by_a_sender_that_died_is_repaired_by_the_operator(
     # Commit without projecting status, as a sender killed right after its commit would.
     result = in_etcd(
         control_plane,
-        lambda etcd: store.execute_command(
+        lambda etcd: commands.execute_command(
             etcd, PREFIX, alice, spec, "withdraw", {"amount": 25}, "dying-sender"
         ),
     )

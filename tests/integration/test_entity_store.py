@@ -12,9 +12,11 @@ import yaml
 
 from kurable.api.v1alpha1 import EntityTypeSpec
 from kurable.engine.entities import CommandRejected
+from kurable.executor import commands
+from kurable.executor.commands import EntityBusy
 from kurable.store import entities as store
 from kurable.store import keys
-from kurable.store.entities import EntityBusy, EntityRef
+from kurable.store.entities import EntityRef
 from kurable.store.journal import EtcdConfig, connect
 from kurable.testing import ControlPlane
 from tests.conftest import ROOT
@@ -42,9 +44,13 @@ def test_events_also_go_to_the_per_type_stream_in_commit_order(control_plane: Co
     async def scenario(etcd: list[Any], prefix: str) -> None:
         alice = EntityRef("ns", "alice", "uid-a", "wallet", {"balance": 10})
         bob = EntityRef("ns", "bob", "uid-b", "wallet", {"balance": 0})
-        await store.execute_command(etcd[0], prefix, alice, WALLET, "withdraw", {"amount": 3}, "1")
-        await store.execute_command(etcd[0], prefix, bob, WALLET, "deposit", {"amount": 3}, "2")
-        await store.execute_command(etcd[0], prefix, alice, WALLET, "deposit", {"amount": 1}, "3")
+        await commands.execute_command(
+            etcd[0], prefix, alice, WALLET, "withdraw", {"amount": 3}, "1"
+        )
+        await commands.execute_command(etcd[0], prefix, bob, WALLET, "deposit", {"amount": 3}, "2")
+        await commands.execute_command(
+            etcd[0], prefix, alice, WALLET, "deposit", {"amount": 1}, "3"
+        )
         rows = await etcd[0].get_prefix(
             keys.type_events(prefix, "ns", "wallet").encode(), sort_target="mod"
         )
@@ -71,7 +77,7 @@ def test_writers_without_a_shared_lock_still_apply_each_command_once(
         ref = EntityRef("ns", "hot", "uid-h", "wallet", {"balance": 0})
         results = await asyncio.gather(
             *(
-                store.execute_command(
+                commands.execute_command(
                     etcd[i % 3], prefix, ref, WALLET, "deposit", {"amount": 1}, f"c{i % 30}"
                 )
                 for i in range(60)  # every id sent twice, by different clients
@@ -97,7 +103,9 @@ def test_an_invalid_initial_state_rejects_commands_and_writes_no_snapshot(
     async def scenario(etcd: list[Any], prefix: str) -> None:
         ref = EntityRef("ns", "neg", "uid-n", "wallet", {"balance": -1})
         with pytest.raises(CommandRejected) as rejected:
-            await store.execute_command(etcd[0], prefix, ref, WALLET, "deposit", {"amount": 1}, "x")
+            await commands.execute_command(
+                etcd[0], prefix, ref, WALLET, "deposit", {"amount": 1}, "x"
+            )
         assert rejected.value.reason == "InvalidState"
         assert await store.load_snapshot(etcd[0], prefix, ref) is None
 
@@ -127,7 +135,7 @@ def test_a_command_that_keeps_losing_the_race_gives_up_without_applying(
                 return await self.inner.transaction(compare, success, failure)
 
         with pytest.raises(EntityBusy, match="command 'late' was not applied"):
-            await store.execute_command(
+            await commands.execute_command(
                 Interfered(etcd[0]), prefix, ref, WALLET, "deposit", {"amount": 1}, "late",
                 max_attempts=3,
             )  # fmt: skip

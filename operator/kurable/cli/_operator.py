@@ -9,26 +9,38 @@ import random
 
 import kopf
 
+from kurable.executor.settings import OperatorSettings
+from kurable.store.journal import EtcdConfig
+from kurable.store.keys import normalize_prefix
 
-def run(args: argparse.Namespace) -> int:
-    # The etcd settings travel as environment, the one place the handlers read them.
-    if args.etcd_endpoints:
-        os.environ["KURABLE_ETCD_ENDPOINTS"] = args.etcd_endpoints
-    if args.executor_id:
-        os.environ["KURABLE_EXECUTOR_ID"] = args.executor_id
-    if args.etcd_prefix:
-        os.environ["KURABLE_ETCD_PREFIX"] = args.etcd_prefix
-    kopf.configure(verbose=args.verbose)
 
-    import kurable.handlers  # noqa: F401  (registers the handlers)
-
-    memo = kopf.Memo(
+def settings(args: argparse.Namespace) -> OperatorSettings:
+    """The operator's settings from its flags, else from the environment
+    ($KURABLE_ETCD_ENDPOINTS, $KURABLE_ETCD_PREFIX, $KURABLE_EXECUTOR_ID; the flags
+    --resync-interval and --api-timeout read theirs as defaults), else the defaults."""
+    etcd = EtcdConfig.from_env()
+    return OperatorSettings(
+        etcd=EtcdConfig(
+            endpoints=args.etcd_endpoints or etcd.endpoints,
+            prefix=normalize_prefix(args.etcd_prefix) if args.etcd_prefix else etcd.prefix,
+        ),
+        executor_id=args.executor_id or os.environ.get("KURABLE_EXECUTOR_ID") or None,
+        namespaces=tuple(args.namespace),
+        peering=args.peering or None,
         lease_ttl=args.lease_ttl,
         api_timeout=args.api_timeout,
         resync_interval=args.resync_interval,
-        namespaces=list(args.namespace),
-        peering=bool(args.peering),
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    ours = settings(args)
+    kopf.configure(verbose=args.verbose)
+
+    from kurable.handlers.operator import OperatorMemo  # registers the handlers
+
+    memo = OperatorMemo()
+    memo.settings = ours
     # kopf's peering is active/standby, and peers of equal priority all pause: without
     # an explicit priority each replica draws its own.
     priority = args.priority

@@ -6,16 +6,17 @@ rule refused it); nothing changed. A command id seen before returns the original
 reply and changes nothing.
 """
 
-from kurable.client._entities import (
-    AsyncClient,
-    Client,
-    EntityNotFound,
+from kurable.client._entities import AsyncClient, Client, EntityNotFound
+from kurable.engine.entities import CommandRejected, Snapshot
+from kurable.executor.commands import (
+    CommandResult,
+    EntityBusy,
+    HandlerUnavailable,
+    http_handler,
     project_entity_status,
     status_projector,
 )
-from kurable.client._handlers import http_handler
-from kurable.engine.entities import CommandRejected, Snapshot
-from kurable.store.entities import CommandResult, EntityBusy, EntityRef, HandlerUnavailable
+from kurable.store.entities import EntityRef
 
 __all__ = [
     "AsyncClient",

@@ -2,7 +2,7 @@
 
 A command is executed where it is sent: the client reads the Entity and its
 EntityType from the API server (so Kubernetes RBAC decides who may read them),
-runs `kurable.store.entities.execute_command` against the operator's etcd
+runs `kurable.executor.commands.execute_command` against the operator's etcd
 (`EtcdConfig.from_env()`, as the operator), and then projects the new state into
 the Entity's status. A client that dies between the commit and the status patch
 leaves status behind; the operator's resync puts it right.
@@ -28,15 +28,18 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 
 from kurable.api.v1alpha1 import ENTITY, ENTITY_TYPE, GROUP, VERSION, EntityTypeSpec
-from kurable.client._handlers import http_handler
-from kurable.engine.entities import Snapshot, project_status, status_merge_patch
-from kurable.engine.journal import now_rfc3339
+from kurable.engine.entities import Snapshot
+from kurable.executor.commands import (
+    CommandResult,
+    execute_command,
+    http_handler,
+    status_projector,
+)
 from kurable.store import entities as store
-from kurable.store.entities import CommandResult, EntityRef, OnCommitted
+from kurable.store.entities import EntityRef
 from kurable.store.journal import EtcdConfig, connect
 
 T = TypeVar("T")
-STATUS_ATTEMPTS = 10
 
 # kubernetes_asyncio writes a kubeconfig's inline certificates to temp files that it
 # shares process-wide by content, and publishes a file's name before writing it: a
@@ -140,7 +143,7 @@ class AsyncClient:
         ref = EntityRef.from_object(obj)
         type_obj = await self._get(ENTITY_TYPE.plural, namespace, ref.type, "EntityType")
         entity_type = EntityTypeSpec.model_validate(type_obj["spec"])
-        return await store.execute_command(
+        return await execute_command(
             self.etcd,
             self.prefix,
             ref,
@@ -183,71 +186,6 @@ class AsyncClient:
                 ) from None
             raise
         return obj
-
-
-async def project_entity_status(
-    api: k8s.ApiClient, namespace: str, name: str, snapshot: Snapshot
-) -> bool:
-    """Show `snapshot` in the Entity's status unless status already shows a newer version.
-
-    Concurrent writers may finish in any order; each patch is conditional on the
-    resourceVersion it was computed from, so status only moves forward. Returns
-    whether status was patched.
-    """
-    custom = k8s.CustomObjectsApi(api)
-    for _ in range(STATUS_ATTEMPTS):
-        try:
-            obj = await custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, ENTITY.plural, name
-            )
-        except k8s.ApiException as e:
-            if e.status == 404:
-                return False
-            raise
-        status = obj.get("status") or {}
-        shown = status.get("version")
-        ready = status.get("phase") == "Ready"
-        if isinstance(shown, int) and (
-            shown > snapshot.version or (shown == snapshot.version and ready)
-        ):
-            return False
-        new = project_status(
-            snapshot,
-            generation=obj["metadata"].get("generation"),
-            previous_conditions=status.get("conditions"),
-            now=now_rfc3339(),
-        )
-        body = {
-            "metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]},
-            "status": status_merge_patch(status, new),
-        }
-        try:
-            await custom.patch_namespaced_custom_object_status(
-                GROUP,
-                VERSION,
-                namespace,
-                ENTITY.plural,
-                name,
-                body,
-                _content_type="application/merge-patch+json",  # type: ignore[call-arg]
-            )
-            return True
-        except k8s.ApiException as e:
-            if e.status not in (404, 409):
-                raise
-            if e.status == 404:
-                return False
-    return False
-
-
-def status_projector(api: k8s.ApiClient) -> OnCommitted:
-    """An `on_committed` callback for `execute_command` that projects status through `api`."""
-
-    async def project(ref: EntityRef, result: CommandResult) -> None:
-        if result.snapshot is not None:
-            await project_entity_status(api, ref.namespace, ref.name, result.snapshot)
-
-    return project
 
 
 class Client:

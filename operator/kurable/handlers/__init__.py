@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from . import entity as _entity  # noqa: F401
-from . import operator as _operator  # noqa: F401  (startup, settings, cleanup)
-from . import resync as _resync  # noqa: F401  (the liveness probe)
+from . import operator as _operator  # noqa: F401  (startup, settings, cleanup, liveness probe)
 from . import workflow as _workflow  # noqa: F401
 from . import workflowtemplate as _workflowtemplate  # noqa: F401

@@ -1,9 +1,10 @@
 """Entity and EntityType handlers: initial state, status mirror, validation, clean deletion.
 
-Commands are executed by whoever sends them (client, CLI, workflow step), each of
-which projects the new state into status. The operator creates an entity's state
-at creation, repairs status that fell behind (a sender that died between its
-commit and its status patch) and removes an entity's etcd data on deletion.
+Commands are executed by whoever sends them (client, CLI, workflow step) through
+kurable.executor.commands, which projects the new state into status. The operator
+creates an entity's state at creation, repairs status that fell behind (a sender that
+died between its commit and its status patch) and removes an entity's etcd data on
+deletion.
 
 Deleting an EntityType that Entities still use is *blocked*, not refused: the API
 server cannot ask who uses a type at admission time, so kopf's finalizer keeps the
@@ -21,15 +22,16 @@ import kopf
 from pydantic import ValidationError
 
 from kurable.api.v1alpha1 import ENTITY, ENTITY_TYPE, GROUP, VERSION, EntityTypeSpec
-from kurable.client import project_entity_status
 from kurable.engine import entities as engine
 from kurable.engine.conditions import condition
 from kurable.engine.entities import CommandRejected
 from kurable.engine.journal import now_rfc3339
+from kurable.executor.commands import project_entity_status
+from kurable.executor.runtime import Runtime
 from kurable.store import entities as store
 from kurable.store.entities import EntityRef
 
-from ._runtime import Runtime
+from .operator import OperatorMemo
 
 TYPE_RETRY_SECONDS = 5.0
 """How often an Entity whose EntityType is missing looks for it again."""
@@ -51,10 +53,10 @@ Logger = logging.Logger | logging.LoggerAdapter[Any]
 @kopf.on.create(GROUP, VERSION, ENTITY.plural)
 @kopf.on.update(GROUP, VERSION, ENTITY.plural, field="spec")
 async def initialize(
-    body: kopf.Body, namespace: str | None, name: str, memo: Any, logger: Logger, **_: Any
+    body: kopf.Body, namespace: str | None, name: str, memo: OperatorMemo, logger: Logger, **_: Any
 ) -> None:
     """Create the entity's state from `initialState` (once) and mirror it in status."""
-    runtime: Runtime = memo["runtime"]
+    runtime = memo.executor.runtime
     assert namespace is not None, "Entities are namespaced"
     ref = EntityRef.from_object(body)
     generation = body.get("metadata", {}).get("generation")
@@ -98,9 +100,11 @@ async def initialize(
 @kopf.timer(
     GROUP, VERSION, ENTITY.plural, interval=RESYNC_SECONDS, initial_delay=RESYNC_FIRST_SECONDS
 )
-async def resync(body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+async def resync(
+    body: kopf.Body, namespace: str | None, name: str, memo: OperatorMemo, **_: Any
+) -> None:
     """Put status right when a sender committed a command but died before patching it."""
-    runtime: Runtime = memo["runtime"]
+    runtime = memo.executor.runtime
     assert namespace is not None
     if body.get("metadata", {}).get("deletionTimestamp"):
         return
@@ -110,9 +114,9 @@ async def resync(body: kopf.Body, namespace: str | None, name: str, memo: Any, *
 
 
 @kopf.on.delete(GROUP, VERSION, ENTITY.plural)
-async def forget(body: kopf.Body, memo: Any, logger: Logger, **_: Any) -> None:
+async def forget(body: kopf.Body, memo: OperatorMemo, logger: Logger, **_: Any) -> None:
     """Deleting an Entity removes its state, log and dedup records (the finalizer waits)."""
-    runtime: Runtime = memo["runtime"]
+    runtime = memo.executor.runtime
     deleted = await store.forget_entity(runtime.etcd, runtime.prefix, EntityRef.from_object(body))
     logger.info(f"removed the entity's etcd data ({deleted} keys)")
 
@@ -154,10 +158,10 @@ async def _entity_invalid(runtime: Runtime, body: kopf.Body, reason: str, messag
 @kopf.on.create(GROUP, VERSION, ENTITY_TYPE.plural)
 @kopf.on.update(GROUP, VERSION, ENTITY_TYPE.plural, field="spec")
 async def validate(
-    body: kopf.Body, namespace: str | None, name: str, memo: Any, logger: Logger, **_: Any
+    body: kopf.Body, namespace: str | None, name: str, memo: OperatorMemo, logger: Logger, **_: Any
 ) -> None:
     """Check the definition and the existing entities' states against it; report in status."""
-    runtime: Runtime = memo["runtime"]
+    runtime = memo.executor.runtime
     assert namespace is not None, "EntityTypes are namespaced"
     status = dict(body.get("status") or {})
     generation = body.get("metadata", {}).get("generation")
@@ -220,10 +224,10 @@ async def validate(
 
 @kopf.on.delete(GROUP, VERSION, ENTITY_TYPE.plural)
 async def block_deletion_in_use(
-    body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any
+    body: kopf.Body, namespace: str | None, name: str, memo: OperatorMemo, **_: Any
 ) -> None:
     """Keep an EntityType while Entities of that type exist in its namespace (see module doc)."""
-    runtime: Runtime = memo["runtime"]
+    runtime = memo.executor.runtime
     assert namespace is not None
     users = [
         e["metadata"]["name"]

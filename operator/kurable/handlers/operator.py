@@ -1,33 +1,43 @@
-"""Operator-wide setup: kopf settings, the etcd connection, the fence, resync."""
+"""Operator-wide kopf bindings: kopf's settings, the executor's start and stop, the
+liveness probe.
+
+`kurable operator` hands the operator's settings to kopf in its memo
+(`OperatorMemo.settings`); startup makes the executor (kurable.executor) from them and
+keeps it in the memo (`OperatorMemo.executor`) for every handler.
+"""
 
 from __future__ import annotations
 
 import itertools
 import logging
-import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import kopf
 
-from kurable.store.journal import EtcdConfig
-
-from ._runtime import API_TIMEOUT, Runtime
-from .resync import RESYNC_INTERVAL, Resync
-from .workflow import Drivers
+from kurable.executor.process import Executor
+from kurable.executor.settings import OperatorSettings
 
 FINALIZER = "kurable.dev/finalizer"
 
 
-@kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    """Keep kopf's bookkeeping in status and its watches healthy; connect to etcd; start
-    resync.
+class OperatorMemo(kopf.Memo):
+    """kopf's memo for Kurable's handlers (kopf copies it for each object, shallowly)."""
 
-    The memo may carry (from `kurable operator`): `lease_ttl`, `api_timeout`,
-    `resync_interval` (0: no resync), `namespaces` (kopf's patterns; empty: cluster-wide)
-    and `peering` (whether kopf's peering decides which replica is active).
-    """
+    settings: OperatorSettings
+    """Set by `kurable operator` before kopf starts."""
+    executor: Executor
+    """Set at startup (`configure`), for every handler."""
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: OperatorMemo, **_: Any) -> None:
+    """Keep kopf's bookkeeping in status and its watches healthy; connect to etcd; start
+    resync. Without `memo.settings` (kopf started otherwise than by `kurable operator`),
+    the defaults of OperatorSettings apply."""
+    if "settings" not in memo:
+        memo.settings = OperatorSettings()
+    ours = memo.settings
     # Large specs would overflow the last-handled-configuration annotation (256 KiB
     # for all annotations together); status has room and is declared in the CRDs.
     settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.diff")
@@ -45,47 +55,51 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # kopf's default of 5 minutes: fail it sooner, and let kopf retry on a new
     # connection. Listing in pages keeps each request short even in a big namespace;
     # pages of 500 cost 0.5 s of recovery at 1,000 runs (bench/recovery.py), 2000 do not.
-    api_timeout = float(memo.get("api_timeout", API_TIMEOUT))
-    settings.networking.request_timeout = api_timeout
-    settings.networking.connect_timeout = api_timeout
+    settings.networking.request_timeout = ours.api_timeout
+    settings.networking.connect_timeout = ours.api_timeout
     settings.watching.chunk_size = 2000
     settings.posting.level = logging.INFO
     settings.execution.max_workers = 4
     logging.getLogger("kopf.objects").addFilter(_quiet_wakeups)
     logging.getLogger("aiohttp.server").addFilter(_quiet_failed_probes)
-    config = EtcdConfig.from_env()
-    runtime = await Runtime.open(
-        config,
-        lease_ttl=int(memo.get("lease_ttl", 10)),
-        executor=os.environ.get("KURABLE_EXECUTOR_ID") or None,
-        api_timeout=api_timeout,
-    )
-    memo["runtime"] = runtime
-    memo["drivers"] = drivers = Drivers()
-    interval = float(memo.get("resync_interval", RESYNC_INTERVAL))
-    if interval > 0:
-        resync = Resync(
-            runtime,
-            drivers,
-            interval=interval,
-            namespaces=list(memo.get("namespaces") or ()),
-            adopt=not memo.get("peering"),
-        )
-        resync.start()
-        memo["resync"] = resync
+    memo.executor = await Executor.start(ours, event_queue=_kopf_event)
 
 
 @kopf.on.cleanup()
-async def close(memo: kopf.Memo, **_: Any) -> None:
-    resync: Resync | None = memo.get("resync")
-    if resync is not None:
-        await resync.stop()
-    drivers: Drivers | None = memo.get("drivers")
-    if drivers is not None:
-        await drivers.stop_all()  # runs resync adopted (kopf stopped its daemons)
-    runtime: Runtime | None = memo.get("runtime")
-    if runtime is not None:
-        await runtime.close()
+async def close(memo: OperatorMemo, **_: Any) -> None:
+    if "executor" in memo:
+        await memo.executor.stop()
+
+
+@kopf.on.probe(id="resync")
+async def watch_health(memo: OperatorMemo, **_: Any) -> dict[str, Any]:
+    """Fail the liveness probe while the watch looks silent (kopf answers 500)."""
+    resync = memo.executor.resync if "executor" in memo else None
+    if resync is None:
+        return {}
+    report = resync.report()
+    if report["watch"] == "silent":
+        missed = next(iter(resync.missed.values()), None)
+        raise kopf.PermanentError(
+            f"the watch looks silent for {report['silentSeconds']}s"
+            + (f": {missed.describe()}" if missed else "")
+            + f"; {report}"
+        )
+    return report
+
+
+def _kopf_event(obj: Mapping[str, Any], type_: str, reason: str, message: str) -> bool:
+    """Queue an Event through kopf's poster; False outside kopf's handlers' context (a
+    task resync started), where kopf's queue is unknown."""
+    body: Any = obj  # kopf's Body or a listed object: kopf reads its metadata only
+    try:
+        if type_ == "Warning":
+            kopf.warn(body, reason=reason, message=message)
+        else:
+            kopf.info(body, reason=reason, message=message)
+    except LookupError:
+        return False
+    return True
 
 
 class _Backoffs:

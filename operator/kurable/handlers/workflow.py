@@ -1,656 +1,76 @@
-"""Workflow handlers: a daemon per unfinished run drives it from its journal.
+"""Workflow bindings: kopf's daemon per unfinished run, wake-ups, deletion.
 
-The daemon is thin: it asks the pure engine what to do next, journals the answer
-in etcd (commit protocol of DESIGN.md), performs actions with outside effects, and
-projects status from the journal. kopf starts it for every Workflow when the
-operator starts, which is the whole of crash recovery.
-
-A run is driven by one task of this process at most (`Drivers`), started either by
-kopf's daemon or by resync (handlers/resync.py), which adopts the runs kopf's watch
-did not deliver; a daemon that starts later takes the adopted task over.
+The run itself is driven by the executor (kurable.executor.runs): kopf starts a
+daemon for every Workflow when the operator starts, which is the whole of crash
+recovery, and the daemon hands the run to the executor's one task for it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import logging
-import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import jsonschema
 import kopf
-from pydantic import ValidationError
 
-from kurable.api.v1alpha1 import (
-    GROUP,
-    VERSION,
-    WORKFLOW,
-    WORKFLOW_TEMPLATE,
-    WorkflowSpec,
-    WorkflowTemplateSpec,
-)
-from kurable.engine import decide, expressions
-from kurable.engine.journal import (
-    TERMINAL_PHASES,
-    Record,
-    RunState,
-    apply,
-    fold,
-    now_rfc3339,
-    parse_time,
-)
-from kurable.engine.status import project
-from kurable.store.journal import Fenced, SlotTaken
+from kurable.api.v1alpha1 import GROUP, VERSION, WORKFLOW
+from kurable.engine.journal import TERMINAL_PHASES, parse_time
+from kurable.executor.actions import RunRef
+from kurable.executor.runs import expire
 
-from ._actions import Outcome, RunRef, perform
-from ._runtime import Runtime
-
-if TYPE_CHECKING:
-    from .resync import Resync
-
-COALESCE_SECONDS = 0.5
-"""While steps commit back to back, status is patched at most this often."""
-CLAIM_RETRY_SECONDS = 5.0
-OUTAGE_BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0)
-"""Delays before resuming a run after an etcd or API server error (the last repeats)."""
-STALLED_AFTER_FAILURES = 3
-"""After this many errors in a row without progress, status says the run is stalled."""
-TEMPLATE_RETRY_SECONDS = 5.0
-SIGNAL_PREFIX = "kurable.dev/signal."
+from .operator import OperatorMemo
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 
 @kopf.on.event(GROUP, VERSION, WORKFLOW.plural)
-async def wake(uid: str, body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
+async def wake(uid: str, body: kopf.Body, type: str | None, memo: OperatorMemo, **_: Any) -> None:
     """Any change (spec flags, signals, a child's status) may unblock a waiting run."""
-    runtime: Runtime | None = memo.get("runtime")
-    if runtime is None:
+    if "executor" not in memo:
         return
-    resync: Resync | None = memo.get("resync")
-    if resync is not None:
-        resync.delivered(uid, body.get("metadata", {}).get("resourceVersion", ""), type)
+    executor = memo.executor
+    if executor.resync is not None:
+        executor.resync.delivered(uid, body.get("metadata", {}).get("resourceVersion", ""), type)
     owners = [o.get("uid") for o in body.get("metadata", {}).get("ownerReferences") or []]
     for target in (uid, *owners):
-        runtime.wake(target)
+        executor.runtime.wake(target)
 
 
 # No `when=` filter on the phase: kopf would stop the daemon the moment its own final
 # status patch lands, racing the fence release. A finished run's daemon returns at once.
-# `backoff` is only the safety net: _Run.drive itself outlasts etcd and API outages.
+# `backoff` is only the safety net: Run.drive itself outlasts etcd and API outages.
 @kopf.daemon(GROUP, VERSION, WORKFLOW.plural, cancellation_timeout=2.0, backoff=5.0)
 async def execute(
     body: kopf.Body,
     uid: str,
     name: str,
     namespace: str | None,
-    memo: Any,
+    memo: OperatorMemo,
     logger: Logger,
     **_: Any,
 ) -> None:
     """Run a workflow to its end (or until the daemon is stopped)."""
     assert namespace is not None, "Workflows are namespaced"
-    runtime: Runtime = memo["runtime"]
-    drivers: Drivers = memo["drivers"]
+    executor = memo.executor
     finished_at = body.get("status", {}).get("finishedAt")
     if body.get("status", {}).get("phase") not in TERMINAL_PHASES:
         # Status is projected from the journal: a terminal status means a finished journal.
         # If resync adopted the run already, this daemon takes that task over: stopping
         # the daemon (deletion, shutdown) then stops it, as if the daemon had started it.
-        driver = drivers.drive(runtime, body, RunRef(name, namespace, uid), logger, daemon=True)
+        driver = executor.runs.drive(body, RunRef(name, namespace, uid), logger, daemon=True)
         await driver.task
-        finished_at = driver.run.state.finished_at
+        finished_at = driver.driven.state.finished_at
     ttl = body.get("spec", {}).get("ttlSecondsAfterFinished")
     if ttl is not None and finished_at:
-        await _expire(runtime, namespace, name, parse_time(finished_at).timestamp() + ttl)
+        at = parse_time(finished_at).timestamp() + ttl
+        await expire(executor.runtime, namespace, name, at)
 
 
 @kopf.on.delete(GROUP, VERSION, WORKFLOW.plural)
-async def forget(uid: str, memo: Any, logger: Logger, **_: Any) -> None:
+async def forget(uid: str, memo: OperatorMemo, logger: Logger, **_: Any) -> None:
     """Deleting a Workflow removes its journal (the finalizer waits for this)."""
-    runtime: Runtime = memo["runtime"]
+    executor = memo.executor
     # A driver still running (adopted by resync, or a daemon not yet stopped) would
     # find the journal gone and start the run afresh.
-    await memo["drivers"].stop(uid)
-    deleted = await runtime.journal.forget(uid)
+    await executor.runs.stop(uid)
+    deleted = await executor.runtime.journal.forget(uid)
     logger.info(f"removed the journal ({deleted} keys)")
-
-
-async def _expire(runtime: Runtime, namespace: str, name: str, at: float) -> None:
-    """ttlSecondsAfterFinished: delete a finished run once its time is up."""
-    remaining = at - time.time()
-    if remaining > 0:
-        await asyncio.sleep(remaining)
-    await runtime.delete(WORKFLOW, namespace, name)
-
-
-@dataclass
-class Driver:
-    """The task that drives one run in this process."""
-
-    run: _Run
-    task: asyncio.Task[None]
-    daemon: bool
-    """Whether kopf's daemon owns it (else resync adopted it and may stop it)."""
-
-
-class Drivers:
-    """The runs this process drives: one task per run at most, whoever asked first."""
-
-    def __init__(self) -> None:
-        self._by_uid: dict[str, Driver] = {}
-
-    def drive(
-        self, runtime: Runtime, body: Mapping[str, Any], ref: RunRef, logger: Logger, daemon: bool
-    ) -> Driver:
-        """The task driving run `ref`, started now unless one runs already. A daemon
-        asking for a run that resync adopted takes it over, with kopf's live body."""
-        driver = self._by_uid.get(ref.uid)
-        if driver is not None and not driver.task.done():
-            if daemon and not driver.daemon:
-                driver.daemon = True
-                driver.run.take_over(body, logger)
-                logger.info("took over the run adopted by resync")
-            return driver
-        run = _Run(runtime, body, ref, logger)
-        driver = Driver(
-            run,
-            asyncio.create_task(self._drive(run), name=f"run {ref.namespace}/{ref.name}"),
-            daemon,
-        )
-        self._by_uid[ref.uid] = driver
-        driver.task.add_done_callback(lambda _: self._forget(ref.uid, driver))
-        return driver
-
-    async def _drive(self, run: _Run) -> None:
-        try:
-            await run.drive()
-        finally:
-            run.runtime.unsubscribe(run.ref.uid, run.wakeup)
-
-    def _forget(self, uid: str, driver: Driver) -> None:
-        if self._by_uid.get(uid) is driver:
-            del self._by_uid[uid]
-
-    def get(self, uid: str) -> Driver | None:
-        """The live driver of run `uid`, if any."""
-        driver = self._by_uid.get(uid)
-        return driver if driver is not None and not driver.task.done() else None
-
-    def uids(self) -> set[str]:
-        """The runs driven now."""
-        return {uid for uid, d in self._by_uid.items() if not d.task.done()}
-
-    def adopted(self) -> set[str]:
-        """The runs driven now without a kopf daemon."""
-        return {uid for uid, d in self._by_uid.items() if not d.task.done() and not d.daemon}
-
-    async def stop(self, uid: str) -> None:
-        """Stop driving run `uid` (and wait until its fence is released)."""
-        driver = self._by_uid.get(uid)
-        if driver is not None and not driver.task.done():
-            driver.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await driver.task
-
-    async def stop_all(self) -> None:
-        """Stop every run (at shutdown)."""
-        for uid in list(self._by_uid):
-            await self.stop(uid)
-
-
-class _Invalid(Exception):
-    """The run cannot start; the message says what to fix."""
-
-
-class _NotYet(Exception):
-    """The run cannot start yet (e.g. its template does not exist); retry later."""
-
-
-class _Run:
-    """One executor's hold on one run."""
-
-    def __init__(
-        self, runtime: Runtime, body: Mapping[str, Any], ref: RunRef, logger: Logger
-    ) -> None:
-        self.runtime = runtime
-        self.body = body
-        """kopf's live body (updated by its watch), or the object resync listed."""
-        self.fresh: Mapping[str, Any] | None = None
-        """A newer copy of the object, listed by resync while the watch was behind."""
-        self.fresh_base = ""
-        """The body's resourceVersion when `fresh` was listed."""
-        self.ref = ref
-        self.logger = logger
-        self.records: list[Record] = []
-        self.state = RunState()
-        self.revision = 0
-        self.last_status: dict[str, Any] | None = None
-        self.last_patch = 0.0
-        self.wakeup = runtime.wakeup(ref.uid)
-        self.acting: dict[str, tuple[asyncio.Task[Outcome], decide.Act]] = {}
-        """Actions being performed now (several at once in parallel branches)."""
-        self.unpublished: decide.Decision | None = None
-        self.publisher: asyncio.Task[None] | None = None
-
-    @property
-    def object(self) -> Mapping[str, Any]:
-        """The newest copy of the run's object: what resync listed, until the watch
-        delivers a change (then kopf's body is newer)."""
-        if self.fresh is not None and _version(self.body) == self.fresh_base:
-            return self.fresh
-        return self.body
-
-    def refresh(self, listed: Mapping[str, Any], body_version: str) -> None:
-        """Resync listed the object; `body_version` is the body's resourceVersion when
-        the listing began. A change the watch did not deliver wakes the run up."""
-        if _version(self.body) != body_version:
-            return  # the watch delivered during the listing: its body may be newer
-        if _version(listed) == _version(self.object):
-            return
-        self.fresh, self.fresh_base = listed, body_version
-        self.wakeup.set()
-
-    def take_over(self, body: Mapping[str, Any], logger: Logger) -> None:
-        """kopf's daemon took this adopted run over: from now on, its live body."""
-        self.body, self.fresh, self.logger = body, None, logger
-        self.wakeup.set()
-
-    async def drive(self) -> None:
-        """Hold the run and drive it to its end. Losing the hold (a lease that expired
-        while this process was paused or cut off from etcd) is not the end: claim it
-        again, re-read the journal (another executor may have moved it on) and go on.
-        Nor is an error (etcd or the API server restarting, a network cut): back off,
-        then resume from the journal, which holds everything that was committed."""
-        failures = 0
-        try:
-            while True:
-                progress = len(self.records)
-                try:
-                    await self._claim()
-                    await self._drive_held()
-                    return
-                except Fenced as e:
-                    self.logger.warning(f"lost the run ({e}); claiming it again")
-                    self._abandon_actions()
-                except Exception as e:
-                    self._abandon_actions()
-                    failures = 1 if len(self.records) != progress else failures + 1
-                    delay = OUTAGE_BACKOFF[min(failures, len(OUTAGE_BACKOFF)) - 1]
-                    problem = f"{type(e).__name__}: {e}"
-                    self.logger.warning(f"interrupted ({problem}); resuming in {delay}s")
-                    if failures >= STALLED_AFTER_FAILURES:
-                        with contextlib.suppress(Exception):
-                            await self._stalled("Retrying", f"resuming after an error: {problem}")
-                    await asyncio.sleep(delay)
-        finally:
-            self._abandon_actions()
-            if self.publisher is not None and not self.publisher.done():
-                self.publisher.cancel()
-            with contextlib.suppress(Exception):
-                await self.runtime.fence.release(self.ref.uid)
-
-    async def _drive_held(self) -> None:
-        await self._reload()
-        while not self.records:
-            try:
-                await self._start()
-            except _NotYet as e:
-                await self._stalled("WaitingForTemplate", str(e))
-                await self._sleep(decide.Wait(None, str(e)), TEMPLATE_RETRY_SECONDS)
-        while not self.state.finished:
-            await self._step_once()
-        await self._publish(decide.Done(), force=True)
-
-    def _abandon_actions(self) -> None:
-        """Stop performing: the journal decides again what to do with their steps."""
-        for task, _ in self.acting.values():
-            task.cancel()
-        self.acting.clear()
-
-    async def _claim(self) -> None:
-        """Hold the run's fencing key; wait while another live executor holds it."""
-        waited = 0.0
-        while (holder := await self.runtime.fence.claim(self.ref.uid)) is not None:
-            self.logger.info(f"run is held by executor {holder}; waiting")
-            if waited > 2 * self.runtime.fence.ttl:
-                # Longer than a dead executor's lease lasts: someone alive holds it.
-                await self._stalled(
-                    "HeldByAnotherExecutor",
-                    f"executor {holder} holds this run; it resumes here when that one "
-                    "stops or its lease expires",
-                )
-            await asyncio.sleep(CLAIM_RETRY_SECONDS)
-            waited += CLAIM_RETRY_SECONDS
-
-    async def _reload(self) -> None:
-        self.records, self.revision = await self.runtime.journal.load(self.ref.uid)
-        self.state = fold(self.records)
-
-    # -- starting -----------------------------------------------------------------------
-
-    async def _start(self) -> None:
-        """Resolve, validate and pin the definition as the journal's first record."""
-        try:
-            definition, template = await self._resolve()
-        except _Invalid as e:
-            await self._commit(
-                decide.Commit(
-                    "WorkflowFinished",
-                    data={
-                        "phase": "Invalid",
-                        "reason": "Invalid",
-                        "error": {"reason": "Invalid", "message": str(e)},
-                    },
-                )
-            )
-            self._event("Warning", "Invalid", str(e))
-            return
-        workflow = {"name": self.ref.name, "namespace": self.ref.namespace, "uid": self.ref.uid}
-        start = decide.start_record(
-            definition, definition.input, workflow, datetime.now(UTC), template
-        )
-        await self._commit(start)
-        origin = ""
-        if template is not None:
-            origin = f" from template {template['name']} (generation {template['generation']})"
-        self._event("Normal", "Started", f"pinned {len(definition.steps or [])} steps{origin}")
-
-    async def _resolve(self) -> tuple[WorkflowSpec, dict[str, Any] | None]:
-        spec = dict(self.object.get("spec", {}))
-        try:
-            definition = WorkflowSpec.model_validate(spec)
-        except ValidationError as e:
-            raise _Invalid(_validation_message(e, "spec")) from None
-        template_info = None
-        if definition.template_ref is not None:
-            name = definition.template_ref.name
-            template = await self.runtime.get(WORKFLOW_TEMPLATE, self.ref.namespace, name)
-            if template is None:
-                raise _NotYet(f"WorkflowTemplate {name!r} not found; waiting for it")
-            try:
-                tspec = WorkflowTemplateSpec.model_validate(template.get("spec", {}))
-            except ValidationError as e:
-                raise _Invalid(
-                    f"WorkflowTemplate {name}: {_validation_message(e, 'spec')}"
-                ) from None
-            if tspec.input_schema is not None:
-                _check_input(tspec.input_schema, definition.input)
-            definition = definition.model_copy(
-                update={
-                    "steps": tspec.steps,
-                    "template_ref": None,
-                    "output": definition.output if definition.output is not None else tspec.output,
-                    "retry": definition.retry or tspec.retry,
-                    "timeout": definition.timeout or tspec.timeout,
-                }
-            )
-            meta = template["metadata"]
-            template_info = {
-                "name": name,
-                "generation": meta.get("generation"),
-                "uid": meta.get("uid"),
-            }
-        try:
-            check_expressions(definition, "spec")
-        except expressions.ExpressionError as e:
-            raise _Invalid(str(e)) from None
-        return definition, template_info
-
-    async def _stalled(self, reason: str, message: str) -> None:
-        """Say in status why no progress is possible (instead of hanging silently)."""
-        conditions = [
-            {
-                "type": "Stalled",
-                "status": "True",
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": now_rfc3339(),
-            },
-        ]
-        phase = (self.object.get("status") or {}).get("phase") or "Pending"
-        status = {"phase": phase, "message": message, "conditions": conditions}
-        if self.last_status != status:
-            await self.runtime.patch_status(WORKFLOW, self.ref.namespace, self.ref.name, status)
-            self._event("Warning", "Stalled", message)
-            self.last_status = status
-
-    # -- running ------------------------------------------------------------------------
-
-    async def _step_once(self) -> None:
-        await self._harvest()
-        await self._ingest_signals()
-        spec = self.object.get("spec", {})
-        flags = decide.Flags(suspend=bool(spec.get("suspend")), cancel=bool(spec.get("cancel")))
-        now = datetime.now(UTC)
-        decision = decide.next_decision(self.state, now, flags, busy=frozenset(self.acting))
-        if isinstance(decision, decide.Commit):
-            await self._commit(decision)
-            await self._publish(decision)
-        elif isinstance(decision, decide.Act):
-            # Perform in the background: the engine may find other work meanwhile
-            # (the other branches of a parallel step); the outcome is committed by
-            # _harvest once the action returns.
-            context = decide.evaluation_context(self.state, decision.scope)
-            task = asyncio.create_task(perform(self.runtime, self.ref, decision, context))
-            self.acting[decision.step.name] = (task, decision)
-            await self._publish(decision)
-        elif isinstance(decision, decide.Wait):
-            await self._publish(decision, force=not self.acting)
-            await self._sleep(decision)
-
-    async def _harvest(self) -> None:
-        """Commit the outcome of every action that has returned."""
-        for name, (task, act) in list(self.acting.items()):
-            if not task.done():
-                continue
-            del self.acting[name]
-            try:
-                output, error = task.result()
-            except Exception as e:  # a bug or an outage, not the user's doing: retry
-                self.logger.exception(f"performing {name} failed")
-                output, error = (
-                    None,
-                    decide.StepError("InternalError", f"{type(e).__name__}: {e}", retryable=True),
-                )
-            await self._commit(decide.outcome(self.state, act, datetime.now(UTC), output, error))
-
-    async def _ingest_signals(self) -> None:
-        """Journal each new `kurable.dev/signal.NAME` annotation once."""
-        annotations = self.object.get("metadata", {}).get("annotations") or {}
-        seen = {(s.name, json.dumps(s.payload, sort_keys=True)) for s in self.state.signals}
-        for key, raw in sorted(annotations.items()):
-            if not key.startswith(SIGNAL_PREFIX):
-                continue
-            name = key[len(SIGNAL_PREFIX) :]
-            try:
-                payload = json.loads(raw) if raw.strip() else None
-            except json.JSONDecodeError as e:
-                marker = ("!invalid", f"{name}={raw}")
-                if marker not in seen:
-                    self._event("Warning", "InvalidSignal", f"{key}: not JSON ({e})")
-                    seen.add(marker)
-                continue
-            if (name, json.dumps(payload, sort_keys=True)) in seen:
-                continue
-            await self._commit(
-                decide.Commit("SignalReceived", data={"name": name, "payload": payload})
-            )
-            self._event("Normal", "Signal", f"received signal {name}")
-            seen.add((name, json.dumps(payload, sort_keys=True)))
-
-    async def _sleep(self, decision: decide.Wait, cap: float | None = None) -> None:
-        """Until the decision's time, a change of the run, or an action returning."""
-        self.wakeup.clear()
-        timeout = cap
-        if decision.until is not None:
-            until = max(0.0, (decision.until - datetime.now(UTC)).total_seconds())
-            timeout = until if timeout is None else min(timeout, until)
-        woken = asyncio.create_task(self.wakeup.wait())
-        try:
-            await asyncio.wait(
-                {woken, *(task for task, _ in self.acting.values())},
-                timeout=timeout,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        finally:
-            woken.cancel()
-
-    async def _commit(self, decision: decide.Commit) -> None:
-        record = Record(
-            seq=len(self.records),
-            type=decision.type,
-            at=now_rfc3339(),
-            step=decision.step,
-            attempt=decision.attempt,
-            data=decision.data,
-            executor=self.runtime.fence.id,
-        )
-        try:
-            self.revision = await self.runtime.journal.append(
-                self.ref.uid, record, self.runtime.fence
-            )
-        except SlotTaken:
-            # Someone else committed this slot; the journal is the truth: read it again.
-            await self._reload()
-            return
-        self.records.append(record)
-        self.state = apply(self.state, record)
-        self._announce(record)
-
-    def _announce(self, record: Record) -> None:
-        data = record.data
-        if record.type == "WorkflowFinished" and data["phase"] != "Invalid":
-            message = (data.get("error") or {}).get("message") or "all steps completed"
-            kind = "Normal" if data["phase"] == "Succeeded" else "Warning"
-            self._event(kind, data["phase"], f"{message} ({data.get('reason')})")
-        elif record.type == "StepFailed":
-            error = data.get("error") or {}
-            text = f"{record.step} attempt {record.attempt}: {error.get('message')}"
-            if data.get("retryAt"):
-                self._event("Warning", "Retrying", f"{text}; next attempt at {data['retryAt']}")
-            else:
-                self._event("Warning", "StepFailed", text)
-        elif record.type == "RunFailing":
-            error = data.get("error") or {}
-            self._event(
-                "Warning", "Failing", f"{error.get('reason')}: {error.get('message')}; compensating"
-            )
-
-    async def _publish(self, decision: decide.Decision, force: bool = False) -> None:
-        """Patch status from the journal. While steps commit back to back, patches are
-        coalesced in the background, so a step never waits for the API server."""
-        self.unpublished = decision
-        if force:
-            if self.publisher is not None:
-                await self.publisher
-            try:
-                await self._patch_latest()
-            except Exception as e:
-                if isinstance(decision, decide.Done):
-                    raise  # the daemon ends after this: the final status must land
-                self.logger.warning(f"could not patch status: {e}")
-        elif self.publisher is None or self.publisher.done():
-            self.publisher = asyncio.create_task(self._publish_later())
-
-    async def _publish_later(self) -> None:
-        await asyncio.sleep(max(0.0, COALESCE_SECONDS - (time.monotonic() - self.last_patch)))
-        try:
-            await self._patch_latest()
-        except Exception as e:  # status is a projection: the next publish repairs it
-            self.logger.warning(f"could not patch status: {e}")
-
-    async def _patch_latest(self) -> None:
-        if self.unpublished is None:
-            return
-        decision, self.unpublished = self.unpublished, None
-        previous = self.last_status or dict(self.object.get("status") or {})
-        status = project(
-            self.state,
-            generation=self.object.get("metadata", {}).get("generation"),
-            decision=decision,
-            previous_conditions=previous.get("conditions"),
-            now=now_rfc3339(),
-            journal_revision=self.revision,
-        )
-        if self.last_status is not None and _same(status, self.last_status):
-            return
-        await self.runtime.patch_status(WORKFLOW, self.ref.namespace, self.ref.name, status)
-        # Terminal phases are announced when their record commits (see _announce).
-        if status["phase"] != previous.get("phase") and status["phase"] in (
-            "Running",
-            "Suspended",
-        ):
-            self._event("Normal", status["phase"], status.get("message") or status["phase"])
-        self.last_status = status
-        self.last_patch = time.monotonic()
-
-    def _event(self, type_: str, reason: str, message: str) -> None:
-        body: Any = self.body  # kopf's Body or a listed object: kopf reads its metadata only
-        try:
-            if type_ == "Warning":
-                kopf.warn(body, reason=reason, message=message)
-            else:
-                kopf.info(body, reason=reason, message=message)
-        except LookupError:
-            # kopf's event queue is known only in its handlers' context, not in a task
-            # resync started: post the Event directly.
-            self.runtime.post_event(self.object, type_, reason, message)
-
-
-def _version(obj: Mapping[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("resourceVersion", ""))
-
-
-def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Equal apart from condition timestamps."""
-    return {k: v for k, v in a.items() if k != "conditions"} == {
-        k: v for k, v in b.items() if k != "conditions"
-    } and [(c["type"], c["status"]) for c in a.get("conditions") or []] == [
-        (c["type"], c["status"]) for c in b.get("conditions") or []
-    ]
-
-
-def check_expressions(definition: WorkflowSpec | WorkflowTemplateSpec, where: str) -> None:
-    """Compile every expression of a definition; raise naming the step and field."""
-    for step in definition.steps or []:
-        for field_name in ("set", "when"):
-            value = getattr(step, field_name)
-            if value is not None:
-                expressions.check(value, f"{where}.steps[{step.name}].{field_name}")
-        for action in ("http", "workflow", "entity", "emit"):
-            value = getattr(step, action)
-            if value is not None:
-                expressions.check(value.to_wire(), f"{where}.steps[{step.name}].{action}")
-        if step.compensate is not None:
-            expressions.check(step.compensate, f"{where}.steps[{step.name}].compensate")
-    expressions.check(definition.output, f"{where}.output")
-
-
-def _check_input(schema: dict[str, Any], value: Any) -> None:
-    try:
-        jsonschema.Draft202012Validator.check_schema(schema)
-    except jsonschema.SchemaError as e:
-        raise _Invalid(f"the template's inputSchema is not a valid schema: {e.message}") from None
-    errors = sorted(
-        jsonschema.Draft202012Validator(schema).iter_errors(value),
-        key=lambda e: list(e.absolute_path),
-    )
-    if errors:
-        problems = [f"{_json_path('spec.input', e.absolute_path)}: {e.message}" for e in errors[:5]]
-        raise _Invalid("input does not match the template's inputSchema: " + "; ".join(problems))
-
-
-def _json_path(root: str, parts: Iterable[Any]) -> str:
-    """`spec.steps[0].sleep` from ("steps", 0, "sleep")."""
-    return root + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
-
-
-def _validation_message(error: ValidationError, root: str) -> str:
-    """pydantic's errors as `spec.steps[0].sleep.duration: <problem>`, joined."""
-    return "; ".join(f"{_json_path(root, e['loc'])}: {e['msg']}" for e in error.errors()[:5])

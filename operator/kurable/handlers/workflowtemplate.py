@@ -17,8 +17,7 @@ from kurable.api.v1alpha1 import GROUP, VERSION, WORKFLOW_TEMPLATE, WorkflowTemp
 from kurable.engine import expressions
 from kurable.engine.conditions import condition
 from kurable.engine.journal import now_rfc3339
-
-from .workflow import _validation_message, check_expressions
+from kurable.executor.runs import _validation_message, check_expressions
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 

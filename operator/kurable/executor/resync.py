@@ -7,7 +7,7 @@ Workflow never gets a daemon. Every `--resync-interval` seconds the operator lis
 Workflows of the namespaces it serves and
 
 - hands each run it drives the object as listed, so that a signal or a spec flag the
-  watch did not deliver still reaches the run (`_Run.refresh`);
+  watch did not deliver still reaches the run (`Run.refresh`);
 - adopts each unfinished run that no task of this process drives and no live executor
   holds in etcd, and drives it as kopf's daemon would (`Drivers.drive`); a daemon that
   starts later takes the task over;
@@ -15,7 +15,8 @@ Workflows of the namespaces it serves and
   it logs an ERROR and the liveness probe fails (`/healthz` answers 500), so that
   Kubernetes restarts the container; runs keep moving meanwhile.
 
-The decisions are pure (kurable.engine.resync); this module does the I/O.
+The decisions are pure (kurable.engine.resync); this module does the I/O; the
+liveness probe that reports them is bound to kopf in kurable.handlers.operator.
 
 With kopf's peering, one replica is active and the others stand by, and kopf does
 not tell a replica which it is: a standby one would adopt runs and find its (paused)
@@ -29,10 +30,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping
 from typing import Any
-
-import kopf
 
 from kurable.api.v1alpha1 import WORKFLOW
 from kurable.engine.resync import (
@@ -46,14 +45,12 @@ from kurable.engine.resync import (
     unheld,
 )
 
-from ._actions import RunRef
-from ._runtime import Runtime
-from .workflow import Drivers
+from .actions import RunRef
+from .drivers import Drivers
+from .runs import Run
+from .runtime import Runtime
 
 log = logging.getLogger("kurable.resync")
-
-RESYNC_INTERVAL = 30.0
-"""Seconds between two listings (`kurable operator --resync-interval`)."""
 
 
 class Resync:
@@ -62,17 +59,16 @@ class Resync:
     def __init__(
         self,
         runtime: Runtime,
-        drivers: Drivers,
-        interval: float = RESYNC_INTERVAL,
-        namespaces: Sequence[str] = (),
-        adopt: bool = True,
+        drivers: Drivers[Run],
     ) -> None:
+        settings = runtime.settings
         self.runtime = runtime
         self.drivers = drivers
-        self.interval = interval
-        self.namespaces = list(namespaces)
+        self.interval = settings.resync_interval
+        """Seconds between two listings."""
+        self.namespaces = list(settings.namespaces)
         """kopf's namespace patterns; empty: cluster-wide."""
-        self.adopt = adopt
+        self.adopt = settings.peering is None
         """Adopt runs and judge the watch (off with peering: see the module's doc)."""
         self.deliveries: dict[str, Delivery] = {}
         self.memory = Memory()
@@ -96,9 +92,11 @@ class Resync:
     # -- the loop -----------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start listing every `interval` seconds, in the background."""
         self._task = asyncio.create_task(self._loop(), name="kurable-resync")
 
     async def stop(self) -> None:
+        """Stop listing."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -126,7 +124,7 @@ class Resync:
         listed_at = time.monotonic()
         driven_before = self.drivers.uids()
         versions = {
-            uid: _version(driver.run.body)
+            uid: _version(driver.driven.body)
             for uid in driven_before
             if (driver := self.drivers.get(uid)) is not None
         }
@@ -135,7 +133,7 @@ class Resync:
         for uid, obj in objects.items():
             driver = self.drivers.get(uid)
             if driver is not None and uid in versions:
-                driver.run.refresh(obj, versions[uid])
+                driver.driven.refresh(obj, versions[uid])
         if not self.adopt:
             return
         listed = [Listed.from_object(obj) for obj in objects.values()]
@@ -181,7 +179,7 @@ class Resync:
     def _adopt(self, obj: Mapping[str, Any], item: Listed) -> None:
         ref = RunRef(item.name, item.namespace, item.uid)
         logger = _ObjectLogger(log, {"ref": str(item)})
-        driver = self.drivers.drive(self.runtime, obj, ref, logger, daemon=False)
+        driver = self.drivers.drive(obj, ref, logger, daemon=False)
         if driver.daemon:
             return  # kopf's daemon started meanwhile: it drives the run
         self.adoptions += 1
@@ -194,7 +192,7 @@ class Resync:
         driver = self.drivers.get(uid)
         if driver is None or driver.daemon:
             return
-        ref = driver.run.ref
+        ref = driver.driven.ref
         await self.drivers.stop(uid)
         if not gone:
             log.info(
@@ -248,23 +246,6 @@ class Resync:
             "resyncs": self.resyncs,
             "resyncFailures": self.failures,
         }
-
-
-@kopf.on.probe(id="resync")
-async def watch_health(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
-    """Fail the liveness probe while the watch looks silent (kopf answers 500)."""
-    resync: Resync | None = memo.get("resync")
-    if resync is None:
-        return {}
-    report = resync.report()
-    if report["watch"] == "silent":
-        missed = next(iter(resync.missed.values()), None)
-        raise kopf.PermanentError(
-            f"the watch looks silent for {report['silentSeconds']}s"
-            + (f": {missed.describe()}" if missed else "")
-            + f"; {report}"
-        )
-    return report
 
 
 class _ObjectLogger(logging.LoggerAdapter[logging.Logger]):

@@ -1,4 +1,5 @@
-"""What every handler shares: etcd, the fence, the Kubernetes client, wake-up events."""
+"""What every loop of the executor shares: etcd, the fence, the Kubernetes client, an
+HTTP session and wake-up events."""
 
 from __future__ import annotations
 
@@ -15,15 +16,19 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 
 from kurable.api.v1alpha1 import GROUP, VERSION, ResourceKind
-from kurable.store.journal import EtcdConfig, Fence, Journal, connect
+from kurable.store.journal import Fence, Journal, connect
+
+from .settings import OperatorSettings
 
 log = logging.getLogger(__name__)
 
-API_TIMEOUT = 30.0
-"""Seconds a request to the API server may take to connect, and then between two reads
-of its answer (`kurable operator --api-timeout`)."""
 LIST_CHUNK = 500
 """Objects per page when listing (a large namespace is listed in several requests)."""
+
+EventQueue = Callable[[Mapping[str, Any], str, str, str], bool]
+"""Queues a Kubernetes Event (object, type, reason, message) through the framework that
+runs the executor (kopf's batched poster); False when it cannot here (outside the
+framework's handlers), and the Event is then posted directly."""
 
 
 @dataclass
@@ -38,28 +43,30 @@ class Runtime:
     wakeups: dict[str, set[asyncio.Event]] = field(default_factory=dict)
     background: set[asyncio.Task[None]] = field(default_factory=set)
     """Fire-and-forget requests (Events posted outside kopf's handlers)."""
+    settings: OperatorSettings = field(default_factory=OperatorSettings)
+    """What the runtime was opened with; the loops read their timings from it."""
+    event_queue: EventQueue | None = None
+    """Set by the framework binding (kurable.handlers); None: post every Event directly."""
 
     @classmethod
     async def open(
-        cls,
-        etcd_config: EtcdConfig,
-        lease_ttl: int = 10,
-        executor: str | None = None,
-        api_timeout: float = API_TIMEOUT,
+        cls, settings: OperatorSettings, event_queue: EventQueue | None = None
     ) -> Runtime:
-        etcd = await connect(etcd_config)
-        fence = Fence(etcd, etcd_config.prefix, ttl=lease_ttl, executor=executor)
+        """Connect to etcd (and take this executor's lease) and to the API server."""
+        config = settings.etcd
+        etcd = await connect(config)
+        fence = Fence(etcd, config.prefix, ttl=settings.lease_ttl, executor=settings.executor_id)
         await fence.start()
-        api = await _kubernetes_client(api_timeout)
-        log.info(
-            "executor %s on etcd %s prefix %s", fence.id, etcd_config.endpoints, etcd_config.prefix
-        )
+        api = await _kubernetes_client(settings.api_timeout)
+        log.info("executor %s on etcd %s prefix %s", fence.id, config.endpoints, config.prefix)
         return cls(
             etcd=etcd,
             fence=fence,
-            journal=Journal(etcd, etcd_config.prefix),
+            journal=Journal(etcd, config.prefix),
             api=api,
             http=aiohttp.ClientSession(),
+            settings=settings,
+            event_queue=event_queue,
         )
 
     async def close(self) -> None:

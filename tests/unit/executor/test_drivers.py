@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from kurable.handlers._actions import RunRef
-from kurable.handlers._runtime import Runtime
-from kurable.handlers.workflow import Drivers, _Run
+from kurable.executor.actions import RunRef
+from kurable.executor.runs import Run, run_drivers
+from kurable.executor.runtime import Runtime
 
 REF = RunRef("wf", "ns", "uid-1")
 LOG = logging.getLogger("test")
@@ -26,10 +26,10 @@ def gate(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
     """Runs "drive" until the gate opens (no etcd, no API server)."""
     opened = asyncio.Event()
 
-    async def drive(self: _Run) -> None:
+    async def drive(self: Run) -> None:
         await opened.wait()
 
-    monkeypatch.setattr(_Run, "drive", drive)
+    monkeypatch.setattr(Run, "drive", drive)
     return opened
 
 
@@ -38,15 +38,16 @@ def runtime() -> Runtime:
 
 
 async def test_a_daemon_takes_over_the_run_resync_adopted(gate: asyncio.Event) -> None:
-    drivers, rt = Drivers(), runtime()
-    adopted = drivers.drive(rt, body("1"), REF, LOG, daemon=False)
+    rt = runtime()
+    drivers = run_drivers(rt)
+    adopted = drivers.drive(body("1"), REF, LOG, daemon=False)
     assert drivers.adopted() == {REF.uid}
 
     live = body("2")
-    taken = drivers.drive(rt, live, REF, LOG, daemon=True)
+    taken = drivers.drive(live, REF, LOG, daemon=True)
     assert taken is adopted  # no second task
     assert taken.daemon and drivers.adopted() == set() and drivers.uids() == {REF.uid}
-    assert taken.run.object is live  # from now on, kopf's live body
+    assert taken.driven.object is live  # from now on, kopf's live body
 
     gate.set()
     await taken.task
@@ -55,9 +56,10 @@ async def test_a_daemon_takes_over_the_run_resync_adopted(gate: asyncio.Event) -
 
 
 async def test_resync_does_not_start_a_second_task_beside_a_daemon(gate: asyncio.Event) -> None:
-    drivers, rt = Drivers(), runtime()
-    daemon = drivers.drive(rt, body("1"), REF, LOG, daemon=True)
-    again = drivers.drive(rt, body("1"), REF, LOG, daemon=False)
+    rt = runtime()
+    drivers = run_drivers(rt)
+    daemon = drivers.drive(body("1"), REF, LOG, daemon=True)
+    again = drivers.drive(body("1"), REF, LOG, daemon=False)
     assert again is daemon and again.daemon
     assert drivers.adopted() == set()
     gate.set()
@@ -65,18 +67,20 @@ async def test_resync_does_not_start_a_second_task_beside_a_daemon(gate: asyncio
 
 
 async def test_a_finished_run_can_be_driven_again(gate: asyncio.Event) -> None:
-    drivers, rt = Drivers(), runtime()
+    rt = runtime()
+    drivers = run_drivers(rt)
     gate.set()
-    first = drivers.drive(rt, body("1"), REF, LOG, daemon=True)
+    first = drivers.drive(body("1"), REF, LOG, daemon=True)
     await first.task
-    second = drivers.drive(rt, body("1"), REF, LOG, daemon=False)
+    second = drivers.drive(body("1"), REF, LOG, daemon=False)
     assert second is not first
     await second.task
 
 
 async def test_stopping_cancels_the_task_and_forgets_it(gate: asyncio.Event) -> None:
-    drivers, rt = Drivers(), runtime()
-    driver = drivers.drive(rt, body("1"), REF, LOG, daemon=False)
+    rt = runtime()
+    drivers = run_drivers(rt)
+    driver = drivers.drive(body("1"), REF, LOG, daemon=False)
     await asyncio.sleep(0)
     await drivers.stop(REF.uid)
     assert driver.task.cancelled()
@@ -91,9 +95,10 @@ async def test_a_listed_object_newer_than_the_watched_body_is_used_until_the_wat
     class Watched(dict[str, Any]):
         """Stands for kopf's live body, which its watch updates in place."""
 
-    drivers, rt = Drivers(), runtime()
+    rt = runtime()
+    drivers = run_drivers(rt)
     watched = Watched(body("1"))
-    run = drivers.drive(rt, watched, REF, LOG, daemon=True).run
+    run = drivers.drive(watched, REF, LOG, daemon=True).driven
 
     listed = body("2", **{"kurable.dev/signal.GO": "{}"})
     run.refresh(listed, body_version="1")

@@ -1,0 +1,97 @@
+"""The `workflow` step: start a child Workflow from a template and wait for its end."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from typing import Any
+
+from kubernetes_asyncio import client as k8s
+
+from kurable.api.v1alpha1 import API_VERSION, GROUP, VERSION, WORKFLOW
+from kurable.engine import expressions
+from kurable.engine.decide import Act, StepError
+from kurable.engine.journal import TERMINAL_PHASES
+
+from ..runtime import Runtime
+from .outcome import Outcome, RunRef
+
+CHILD_POLL_SECONDS = 30.0
+"""A child's status changes wake the parent at once; this is only the fallback poll."""
+
+
+def child_name(parent: str, step: str) -> str:
+    """A deterministic child name (so a re-executed step finds its child again)."""
+    name = f"{parent}-{step}".lower().replace("_", "-")
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[:54]}-{digest}"
+
+
+async def perform(runtime: Runtime, run: RunRef, act: Act, context: dict[str, Any]) -> Outcome:
+    spec = act.step.workflow
+    assert spec is not None
+    api = k8s.CustomObjectsApi(runtime.api)
+    name = child_name(run.name, act.step.name)
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": WORKFLOW.kind,
+        "metadata": {
+            "name": name,
+            "labels": {"kurable.dev/parent": run.name},
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": WORKFLOW.kind,
+                    "name": run.name,
+                    "uid": run.uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "templateRef": {"name": spec.template_ref.name},
+            "input": expressions.render(spec.input, context, f"{act.step.name}.workflow.input"),
+        },
+    }
+    try:
+        await api.create_namespaced_custom_object(
+            GROUP, VERSION, run.namespace, WORKFLOW.plural, body
+        )
+    except k8s.ApiException as e:
+        if e.status != 409:  # 409: created by an earlier execution of this attempt
+            raise
+    wakeup = runtime.wakeup(run.uid)  # the child's status changes wake its parent
+    try:
+        return await _await_child(api, run, name, wakeup)
+    finally:
+        runtime.unsubscribe(run.uid, wakeup)
+
+
+async def _await_child(
+    api: k8s.CustomObjectsApi, run: RunRef, name: str, wakeup: asyncio.Event
+) -> Outcome:
+    while True:
+        child = await api.get_namespaced_custom_object(
+            GROUP, VERSION, run.namespace, WORKFLOW.plural, name
+        )
+        owners = [o.get("uid") for o in child["metadata"].get("ownerReferences") or []]
+        if run.uid not in owners:
+            return None, StepError(
+                "ChildConflict", f"a Workflow named {name} exists and is not this run's child"
+            )
+        status = child.get("status") or {}
+        if status.get("phase") in TERMINAL_PHASES:
+            if status["phase"] == "Succeeded":
+                return status.get("output"), None
+            return None, StepError(
+                "ChildFailed",
+                f"child workflow {name} ended {status['phase']}: {status.get('message', '')}",
+                retryable=False,
+            )
+        wakeup.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wakeup.wait(), CHILD_POLL_SECONDS)

@@ -1,0 +1,519 @@
+"""The run driver: one task per unfinished run drives it from its journal.
+
+It is thin: it asks the pure engine what to do next, journals the answer in etcd
+(commit protocol of DESIGN.md), performs actions with outside effects
+(kurable.executor.actions), and projects status from the journal. It outlasts etcd
+and API server outages (back off, resume from the journal) and says `Stalled` in
+status when no progress is possible.
+
+A run is driven by one task of this process at most (`run_drivers`), started either
+by kopf's daemon (kurable.handlers.workflow) or by resync (kurable.executor.resync),
+which adopts the runs kopf's watch did not deliver; a daemon that starts later takes
+the adopted task over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import jsonschema
+from pydantic import ValidationError
+
+from kurable.api.v1alpha1 import (
+    WORKFLOW,
+    WORKFLOW_TEMPLATE,
+    WorkflowSpec,
+    WorkflowTemplateSpec,
+)
+from kurable.engine import decide, expressions
+from kurable.engine.journal import (
+    Record,
+    RunState,
+    apply,
+    fold,
+    now_rfc3339,
+)
+from kurable.engine.status import project
+from kurable.store.journal import Fenced, SlotTaken
+
+from .actions import Outcome, RunRef, perform
+from .drivers import Drivers, Logger
+from .runtime import Runtime
+
+SIGNAL_PREFIX = "kurable.dev/signal."
+"""Annotations `kurable.dev/signal.NAME: <JSON>` are signals to the run."""
+
+
+def run_drivers(runtime: Runtime) -> Drivers[Run]:
+    """The runs this process drives, each by one task at most."""
+    return Drivers(lambda body, ref, logger: Run(runtime, body, ref, logger), kind="run")
+
+
+async def expire(runtime: Runtime, namespace: str, name: str, at: float) -> None:
+    """ttlSecondsAfterFinished: delete a finished run once its time (epoch seconds) is up."""
+    remaining = at - time.time()
+    if remaining > 0:
+        await asyncio.sleep(remaining)
+    await runtime.delete(WORKFLOW, namespace, name)
+
+
+class _Invalid(Exception):
+    """The run cannot start; the message says what to fix."""
+
+
+class _NotYet(Exception):
+    """The run cannot start yet (e.g. its template does not exist); retry later."""
+
+
+class Run:
+    """One executor's hold on one run."""
+
+    def __init__(
+        self, runtime: Runtime, body: Mapping[str, Any], ref: RunRef, logger: Logger
+    ) -> None:
+        self.runtime = runtime
+        self.body = body
+        """kopf's live body (updated by its watch), or the object resync listed."""
+        self.fresh: Mapping[str, Any] | None = None
+        """A newer copy of the object, listed by resync while the watch was behind."""
+        self.fresh_base = ""
+        """The body's resourceVersion when `fresh` was listed."""
+        self.ref = ref
+        self.logger = logger
+        self.records: list[Record] = []
+        self.state = RunState()
+        self.revision = 0
+        self.last_status: dict[str, Any] | None = None
+        self.last_patch = 0.0
+        self.wakeup = runtime.wakeup(ref.uid)
+        self.acting: dict[str, tuple[asyncio.Task[Outcome], decide.Act]] = {}
+        """Actions being performed now (several at once in parallel branches)."""
+        self.unpublished: decide.Decision | None = None
+        self.publisher: asyncio.Task[None] | None = None
+
+    @property
+    def object(self) -> Mapping[str, Any]:
+        """The newest copy of the run's object: what resync listed, until the watch
+        delivers a change (then kopf's body is newer)."""
+        if self.fresh is not None and _version(self.body) == self.fresh_base:
+            return self.fresh
+        return self.body
+
+    def refresh(self, listed: Mapping[str, Any], body_version: str) -> None:
+        """Resync listed the object; `body_version` is the body's resourceVersion when
+        the listing began. A change the watch did not deliver wakes the run up."""
+        if _version(self.body) != body_version:
+            return  # the watch delivered during the listing: its body may be newer
+        if _version(listed) == _version(self.object):
+            return
+        self.fresh, self.fresh_base = listed, body_version
+        self.wakeup.set()
+
+    def take_over(self, body: Mapping[str, Any], logger: Logger) -> None:
+        """kopf's daemon took this adopted run over: from now on, its live body."""
+        self.body, self.fresh, self.logger = body, None, logger
+        self.wakeup.set()
+
+    def close(self) -> None:
+        """Stop listening for wake-ups (the run's task has ended)."""
+        self.runtime.unsubscribe(self.ref.uid, self.wakeup)
+
+    async def drive(self) -> None:
+        """Hold the run and drive it to its end. Losing the hold (a lease that expired
+        while this process was paused or cut off from etcd) is not the end: claim it
+        again, re-read the journal (another executor may have moved it on) and go on.
+        Nor is an error (etcd or the API server restarting, a network cut): back off,
+        then resume from the journal, which holds everything that was committed."""
+        settings = self.runtime.settings
+        backoff = settings.outage_backoff
+        failures = 0
+        try:
+            while True:
+                progress = len(self.records)
+                try:
+                    await self._claim()
+                    await self._drive_held()
+                    return
+                except Fenced as e:
+                    self.logger.warning(f"lost the run ({e}); claiming it again")
+                    self._abandon_actions()
+                except Exception as e:
+                    self._abandon_actions()
+                    failures = 1 if len(self.records) != progress else failures + 1
+                    delay = backoff[min(failures, len(backoff)) - 1]
+                    problem = f"{type(e).__name__}: {e}"
+                    self.logger.warning(f"interrupted ({problem}); resuming in {delay}s")
+                    if failures >= settings.stalled_after_failures:
+                        with contextlib.suppress(Exception):
+                            await self._stalled("Retrying", f"resuming after an error: {problem}")
+                    await asyncio.sleep(delay)
+        finally:
+            self._abandon_actions()
+            if self.publisher is not None and not self.publisher.done():
+                self.publisher.cancel()
+            with contextlib.suppress(Exception):
+                await self.runtime.fence.release(self.ref.uid)
+
+    async def _drive_held(self) -> None:
+        await self._reload()
+        while not self.records:
+            try:
+                await self._start()
+            except _NotYet as e:
+                await self._stalled("WaitingForTemplate", str(e))
+                await self._sleep(
+                    decide.Wait(None, str(e)), self.runtime.settings.template_retry_seconds
+                )
+        while not self.state.finished:
+            await self._step_once()
+        await self._publish(decide.Done(), force=True)
+
+    def _abandon_actions(self) -> None:
+        """Stop performing: the journal decides again what to do with their steps."""
+        for task, _ in self.acting.values():
+            task.cancel()
+        self.acting.clear()
+
+    async def _claim(self) -> None:
+        """Hold the run's fencing key; wait while another live executor holds it."""
+        waited = 0.0
+        while (holder := await self.runtime.fence.claim(self.ref.uid)) is not None:
+            self.logger.info(f"run is held by executor {holder}; waiting")
+            if waited > 2 * self.runtime.fence.ttl:
+                # Longer than a dead executor's lease lasts: someone alive holds it.
+                await self._stalled(
+                    "HeldByAnotherExecutor",
+                    f"executor {holder} holds this run; it resumes here when that one "
+                    "stops or its lease expires",
+                )
+            await asyncio.sleep(self.runtime.settings.claim_retry_seconds)
+            waited += self.runtime.settings.claim_retry_seconds
+
+    async def _reload(self) -> None:
+        self.records, self.revision = await self.runtime.journal.load(self.ref.uid)
+        self.state = fold(self.records)
+
+    # -- starting -----------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        """Resolve, validate and pin the definition as the journal's first record."""
+        try:
+            definition, template = await self._resolve()
+        except _Invalid as e:
+            await self._commit(
+                decide.Commit(
+                    "WorkflowFinished",
+                    data={
+                        "phase": "Invalid",
+                        "reason": "Invalid",
+                        "error": {"reason": "Invalid", "message": str(e)},
+                    },
+                )
+            )
+            self._event("Warning", "Invalid", str(e))
+            return
+        workflow = {"name": self.ref.name, "namespace": self.ref.namespace, "uid": self.ref.uid}
+        start = decide.start_record(
+            definition, definition.input, workflow, datetime.now(UTC), template
+        )
+        await self._commit(start)
+        origin = ""
+        if template is not None:
+            origin = f" from template {template['name']} (generation {template['generation']})"
+        self._event("Normal", "Started", f"pinned {len(definition.steps or [])} steps{origin}")
+
+    async def _resolve(self) -> tuple[WorkflowSpec, dict[str, Any] | None]:
+        spec = dict(self.object.get("spec", {}))
+        try:
+            definition = WorkflowSpec.model_validate(spec)
+        except ValidationError as e:
+            raise _Invalid(_validation_message(e, "spec")) from None
+        template_info = None
+        if definition.template_ref is not None:
+            name = definition.template_ref.name
+            template = await self.runtime.get(WORKFLOW_TEMPLATE, self.ref.namespace, name)
+            if template is None:
+                raise _NotYet(f"WorkflowTemplate {name!r} not found; waiting for it")
+            try:
+                tspec = WorkflowTemplateSpec.model_validate(template.get("spec", {}))
+            except ValidationError as e:
+                raise _Invalid(
+                    f"WorkflowTemplate {name}: {_validation_message(e, 'spec')}"
+                ) from None
+            if tspec.input_schema is not None:
+                _check_input(tspec.input_schema, definition.input)
+            definition = definition.model_copy(
+                update={
+                    "steps": tspec.steps,
+                    "template_ref": None,
+                    "output": definition.output if definition.output is not None else tspec.output,
+                    "retry": definition.retry or tspec.retry,
+                    "timeout": definition.timeout or tspec.timeout,
+                }
+            )
+            meta = template["metadata"]
+            template_info = {
+                "name": name,
+                "generation": meta.get("generation"),
+                "uid": meta.get("uid"),
+            }
+        try:
+            check_expressions(definition, "spec")
+        except expressions.ExpressionError as e:
+            raise _Invalid(str(e)) from None
+        return definition, template_info
+
+    async def _stalled(self, reason: str, message: str) -> None:
+        """Say in status why no progress is possible (instead of hanging silently)."""
+        conditions = [
+            {
+                "type": "Stalled",
+                "status": "True",
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": now_rfc3339(),
+            },
+        ]
+        phase = (self.object.get("status") or {}).get("phase") or "Pending"
+        status = {"phase": phase, "message": message, "conditions": conditions}
+        if self.last_status != status:
+            await self.runtime.patch_status(WORKFLOW, self.ref.namespace, self.ref.name, status)
+            self._event("Warning", "Stalled", message)
+            self.last_status = status
+
+    # -- running ------------------------------------------------------------------------
+
+    async def _step_once(self) -> None:
+        await self._harvest()
+        await self._ingest_signals()
+        spec = self.object.get("spec", {})
+        flags = decide.Flags(suspend=bool(spec.get("suspend")), cancel=bool(spec.get("cancel")))
+        now = datetime.now(UTC)
+        decision = decide.next_decision(self.state, now, flags, busy=frozenset(self.acting))
+        if isinstance(decision, decide.Commit):
+            await self._commit(decision)
+            await self._publish(decision)
+        elif isinstance(decision, decide.Act):
+            # Perform in the background: the engine may find other work meanwhile
+            # (the other branches of a parallel step); the outcome is committed by
+            # _harvest once the action returns.
+            context = decide.evaluation_context(self.state, decision.scope)
+            task = asyncio.create_task(perform(self.runtime, self.ref, decision, context))
+            self.acting[decision.step.name] = (task, decision)
+            await self._publish(decision)
+        elif isinstance(decision, decide.Wait):
+            await self._publish(decision, force=not self.acting)
+            await self._sleep(decision)
+
+    async def _harvest(self) -> None:
+        """Commit the outcome of every action that has returned."""
+        for name, (task, act) in list(self.acting.items()):
+            if not task.done():
+                continue
+            del self.acting[name]
+            try:
+                output, error = task.result()
+            except Exception as e:  # a bug or an outage, not the user's doing: retry
+                self.logger.exception(f"performing {name} failed")
+                output, error = (
+                    None,
+                    decide.StepError("InternalError", f"{type(e).__name__}: {e}", retryable=True),
+                )
+            await self._commit(decide.outcome(self.state, act, datetime.now(UTC), output, error))
+
+    async def _ingest_signals(self) -> None:
+        """Journal each new `kurable.dev/signal.NAME` annotation once."""
+        annotations = self.object.get("metadata", {}).get("annotations") or {}
+        seen = {(s.name, json.dumps(s.payload, sort_keys=True)) for s in self.state.signals}
+        for key, raw in sorted(annotations.items()):
+            if not key.startswith(SIGNAL_PREFIX):
+                continue
+            name = key[len(SIGNAL_PREFIX) :]
+            try:
+                payload = json.loads(raw) if raw.strip() else None
+            except json.JSONDecodeError as e:
+                marker = ("!invalid", f"{name}={raw}")
+                if marker not in seen:
+                    self._event("Warning", "InvalidSignal", f"{key}: not JSON ({e})")
+                    seen.add(marker)
+                continue
+            if (name, json.dumps(payload, sort_keys=True)) in seen:
+                continue
+            await self._commit(
+                decide.Commit("SignalReceived", data={"name": name, "payload": payload})
+            )
+            self._event("Normal", "Signal", f"received signal {name}")
+            seen.add((name, json.dumps(payload, sort_keys=True)))
+
+    async def _sleep(self, decision: decide.Wait, cap: float | None = None) -> None:
+        """Until the decision's time, a change of the run, or an action returning."""
+        self.wakeup.clear()
+        timeout = cap
+        if decision.until is not None:
+            until = max(0.0, (decision.until - datetime.now(UTC)).total_seconds())
+            timeout = until if timeout is None else min(timeout, until)
+        woken = asyncio.create_task(self.wakeup.wait())
+        try:
+            await asyncio.wait(
+                {woken, *(task for task, _ in self.acting.values())},
+                timeout=timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            woken.cancel()
+
+    async def _commit(self, decision: decide.Commit) -> None:
+        record = Record(
+            seq=len(self.records),
+            type=decision.type,
+            at=now_rfc3339(),
+            step=decision.step,
+            attempt=decision.attempt,
+            data=decision.data,
+            executor=self.runtime.fence.id,
+        )
+        try:
+            self.revision = await self.runtime.journal.append(
+                self.ref.uid, record, self.runtime.fence
+            )
+        except SlotTaken:
+            # Someone else committed this slot; the journal is the truth: read it again.
+            await self._reload()
+            return
+        self.records.append(record)
+        self.state = apply(self.state, record)
+        self._announce(record)
+
+    def _announce(self, record: Record) -> None:
+        data = record.data
+        if record.type == "WorkflowFinished" and data["phase"] != "Invalid":
+            message = (data.get("error") or {}).get("message") or "all steps completed"
+            kind = "Normal" if data["phase"] == "Succeeded" else "Warning"
+            self._event(kind, data["phase"], f"{message} ({data.get('reason')})")
+        elif record.type == "StepFailed":
+            error = data.get("error") or {}
+            text = f"{record.step} attempt {record.attempt}: {error.get('message')}"
+            if data.get("retryAt"):
+                self._event("Warning", "Retrying", f"{text}; next attempt at {data['retryAt']}")
+            else:
+                self._event("Warning", "StepFailed", text)
+        elif record.type == "RunFailing":
+            error = data.get("error") or {}
+            self._event(
+                "Warning", "Failing", f"{error.get('reason')}: {error.get('message')}; compensating"
+            )
+
+    async def _publish(self, decision: decide.Decision, force: bool = False) -> None:
+        """Patch status from the journal. While steps commit back to back, patches are
+        coalesced in the background, so a step never waits for the API server."""
+        self.unpublished = decision
+        if force:
+            if self.publisher is not None:
+                await self.publisher
+            try:
+                await self._patch_latest()
+            except Exception as e:
+                if isinstance(decision, decide.Done):
+                    raise  # the daemon ends after this: the final status must land
+                self.logger.warning(f"could not patch status: {e}")
+        elif self.publisher is None or self.publisher.done():
+            self.publisher = asyncio.create_task(self._publish_later())
+
+    async def _publish_later(self) -> None:
+        coalesce = self.runtime.settings.coalesce_seconds
+        await asyncio.sleep(max(0.0, coalesce - (time.monotonic() - self.last_patch)))
+        try:
+            await self._patch_latest()
+        except Exception as e:  # status is a projection: the next publish repairs it
+            self.logger.warning(f"could not patch status: {e}")
+
+    async def _patch_latest(self) -> None:
+        if self.unpublished is None:
+            return
+        decision, self.unpublished = self.unpublished, None
+        previous = self.last_status or dict(self.object.get("status") or {})
+        status = project(
+            self.state,
+            generation=self.object.get("metadata", {}).get("generation"),
+            decision=decision,
+            previous_conditions=previous.get("conditions"),
+            now=now_rfc3339(),
+            journal_revision=self.revision,
+        )
+        if self.last_status is not None and _same(status, self.last_status):
+            return
+        await self.runtime.patch_status(WORKFLOW, self.ref.namespace, self.ref.name, status)
+        # Terminal phases are announced when their record commits (see _announce).
+        if status["phase"] != previous.get("phase") and status["phase"] in (
+            "Running",
+            "Suspended",
+        ):
+            self._event("Normal", status["phase"], status.get("message") or status["phase"])
+        self.last_status = status
+        self.last_patch = time.monotonic()
+
+    def _event(self, type_: str, reason: str, message: str) -> None:
+        queue = self.runtime.event_queue
+        if queue is None or not queue(self.body, type_, reason, message):
+            # The framework's event queue is known only in its handlers' context, not
+            # in a task resync started: post the Event directly.
+            self.runtime.post_event(self.object, type_, reason, message)
+
+
+def _version(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion", ""))
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Equal apart from condition timestamps."""
+    return {k: v for k, v in a.items() if k != "conditions"} == {
+        k: v for k, v in b.items() if k != "conditions"
+    } and [(c["type"], c["status"]) for c in a.get("conditions") or []] == [
+        (c["type"], c["status"]) for c in b.get("conditions") or []
+    ]
+
+
+def check_expressions(definition: WorkflowSpec | WorkflowTemplateSpec, where: str) -> None:
+    """Compile every expression of a definition; raise naming the step and field."""
+    for step in definition.steps or []:
+        for field_name in ("set", "when"):
+            value = getattr(step, field_name)
+            if value is not None:
+                expressions.check(value, f"{where}.steps[{step.name}].{field_name}")
+        for action in ("http", "workflow", "entity", "emit"):
+            value = getattr(step, action)
+            if value is not None:
+                expressions.check(value.to_wire(), f"{where}.steps[{step.name}].{action}")
+        if step.compensate is not None:
+            expressions.check(step.compensate, f"{where}.steps[{step.name}].compensate")
+    expressions.check(definition.output, f"{where}.output")
+
+
+def _check_input(schema: dict[str, Any], value: Any) -> None:
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as e:
+        raise _Invalid(f"the template's inputSchema is not a valid schema: {e.message}") from None
+    errors = sorted(
+        jsonschema.Draft202012Validator(schema).iter_errors(value),
+        key=lambda e: list(e.absolute_path),
+    )
+    if errors:
+        problems = [f"{_json_path('spec.input', e.absolute_path)}: {e.message}" for e in errors[:5]]
+        raise _Invalid("input does not match the template's inputSchema: " + "; ".join(problems))
+
+
+def _json_path(root: str, parts: Iterable[Any]) -> str:
+    """`spec.steps[0].sleep` from ("steps", 0, "sleep")."""
+    return root + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
+
+
+def _validation_message(error: ValidationError, root: str) -> str:
+    """pydantic's errors as `spec.steps[0].sleep.duration: <problem>`, joined."""
+    return "; ".join(f"{_json_path(root, e['loc'])}: {e['msg']}" for e in error.errors()[:5])

@@ -1,0 +1,71 @@
+"""`kurable operator` builds one OperatorSettings from its flags and environment."""
+
+from __future__ import annotations
+
+import pytest
+
+from kurable.cli import build_parser
+from kurable.cli._operator import settings
+from kurable.executor.settings import OperatorSettings
+from kurable.store.journal import EtcdConfig
+
+
+def parse(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], *argv: str) -> OperatorSettings:
+    for name in (
+        "KURABLE_ETCD_ENDPOINTS",
+        "KURABLE_ETCD_PREFIX",
+        "KURABLE_EXECUTOR_ID",
+        "KURABLE_RESYNC_INTERVAL",
+        "KURABLE_API_TIMEOUT",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return settings(build_parser().parse_args(["operator", *argv]))
+
+
+def test_without_flags_or_environment_the_defaults_apply(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert parse(monkeypatch, {}) == OperatorSettings()
+
+
+def test_the_environment_sets_what_no_flag_sets(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {
+        "KURABLE_ETCD_ENDPOINTS": "etcd:2379",
+        "KURABLE_ETCD_PREFIX": "team-a",
+        "KURABLE_EXECUTOR_ID": "pod-0",
+        "KURABLE_RESYNC_INTERVAL": "7",
+        "KURABLE_API_TIMEOUT": "9",
+    }
+    got = parse(monkeypatch, env)
+    assert got.etcd == EtcdConfig("etcd:2379", "/team-a/")
+    assert (got.executor_id, got.resync_interval, got.api_timeout) == ("pod-0", 7.0, 9.0)
+
+
+def test_a_flag_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {"KURABLE_ETCD_ENDPOINTS": "etcd:2379", "KURABLE_EXECUTOR_ID": "pod-0"}
+    argv = ("--etcd-endpoints", "other:2379", "--etcd-prefix", "/b", "--executor-id", "me")
+    got = parse(
+        monkeypatch,
+        env,
+        *argv,
+        "--lease-ttl",
+        "4",
+        "--resync-interval",
+        "0",
+        "-n",
+        "team-*",
+        "--peering",
+        "kurable",
+    )
+    assert got.etcd == EtcdConfig("other:2379", "/b/")
+    assert got.executor_id == "me" and got.lease_ttl == 4 and got.resync_interval == 0
+    assert got.namespaces == ("team-*",) and got.peering == "kurable"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"outage_backoff": ()}, {"lease_ttl": 0}, {"api_timeout": 0.0}, {"resync_interval": -1.0}],
+)
+def test_settings_that_cannot_work_are_refused_saying_what_to_fix(bad: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        OperatorSettings(**bad)  # type: ignore[arg-type]
