@@ -1,0 +1,119 @@
+"""Golden journals replay to the decisions and status they were written with.
+
+Each file in journals/ is a run an older operator version wrote (records exactly as they
+sit in etcd) together with every decision it made and the status it showed. A run in
+flight when the operator is upgraded is resumed from such a journal by the new version:
+if `fold` or `next_decision` would now decide differently at any point, the run would
+take another path than the one its journal already recorded. This is Temporal's replay
+test, for Kurable. See journals/generate.py for how the files were written.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kurable.engine import decide
+from kurable.engine.journal import Record, fold, now_rfc3339, parse_time
+from kurable.engine.status import project
+
+GOLDEN = sorted((Path(__file__).parent / "journals").glob("*.json"))
+
+
+def _load(path: Path) -> dict[str, Any]:
+    golden: dict[str, Any] = json.loads(path.read_text())
+    return golden
+
+
+def _summary(decision: decide.Decision) -> dict[str, Any]:
+    if isinstance(decision, decide.Commit):
+        record = Record(0, decision.type, "-", decision.step, decision.attempt, decision.data)
+        wire = record.to_json()
+        return {"commit": {k: v for k, v in wire.items() if k not in ("seq", "at", "executor")}}
+    if isinstance(decision, decide.Act):
+        return {
+            "act": {
+                "step": decision.step.name,
+                "attempt": decision.attempt,
+                "deadline": now_rfc3339(decision.deadline) if decision.deadline else None,
+                "thread": decision.scope.thread,
+                "compensating": decision.compensating,
+                "visit": decision.visit,
+            }
+        }
+    if isinstance(decision, decide.Wait):
+        until = now_rfc3339(decision.until) if decision.until else None
+        return {"wait": {"until": until, "reason": decision.reason}}
+    return {"done": {}}
+
+
+def _committed(wire: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in wire.items() if k not in ("seq", "at", "executor")}
+
+
+def test_there_are_golden_journals_for_every_step_kind_and_failure_path() -> None:
+    names = {p.stem for p in GOLDEN}
+    assert {
+        "set_sleep",
+        "wait_signal",
+        "signal_early",
+        "http",
+        "entity",
+        "child_workflow",
+        "retry",
+        "saga",
+        "for_each",
+        "parallel",
+        "suspend_resume",
+        "cancel",
+        "timeout",
+    } <= names
+
+
+@pytest.mark.parametrize("path", GOLDEN, ids=[p.stem for p in GOLDEN])
+def test_a_golden_journal_replays_to_the_same_decisions_and_status(path: Path) -> None:
+    golden = _load(path)
+    wire = golden["records"]
+    records = [Record.from_json(raw) for raw in wire]
+    acts: dict[str, decide.Act] = {}
+    for index, entry in enumerate(golden["steps"]):
+        where = f"{path.stem} step {index}"
+        prefix = records[: entry["records"]]
+        if "outcome" not in entry and "decision" not in entry:
+            continue  # an outside event (a signal's record is checked as the journal's)
+        now = parse_time(entry["now"])
+        if "outcome" in entry:
+            act = acts.pop(entry["outcome"])
+            raw = entry["error"]
+            error = decide.StepError(**raw) if raw else None
+            commit = decide.outcome(fold(prefix), act, now, entry["output"], error)
+            assert _summary(commit)["commit"] == _committed(wire[entry["records"]]), where
+            continue
+        flags = decide.Flags(**entry["flags"])
+        decision = decide.next_decision(fold(prefix), now, flags, frozenset(entry["busy"]))
+        assert _summary(decision) == entry["decision"], where
+        if isinstance(decision, decide.Commit):
+            assert entry["decision"]["commit"] == _committed(wire[entry["records"]]), where
+        if isinstance(decision, decide.Act):
+            acts[decision.step.name] = decision
+        if "status" in entry:
+            status = project(
+                fold(prefix),
+                generation=1,
+                decision=decision,
+                previous_conditions=None,
+                now=entry["now"],
+                journal_revision=entry["records"],
+            )
+            assert json.loads(json.dumps(status)) == entry["status"], where
+    assert fold(records).finished, f"{path.stem}: the golden run ends"
+
+
+@pytest.mark.parametrize("path", GOLDEN, ids=[p.stem for p in GOLDEN])
+def test_a_golden_journal_reads_and_writes_back_byte_for_byte(path: Path) -> None:
+    """What etcd holds for a run in flight is read and, re-encoded, unchanged."""
+    for raw in _load(path)["records"]:
+        assert Record.from_json(raw).to_json() == raw
