@@ -55,7 +55,7 @@ def test_sigkill_during_sleep_resumes_without_repeating_steps(
         first.stop()
     uid = wf["metadata"]["uid"]
     before = journal(control_plane, uid, prefix)
-    wake_at = parse_time(next(r for r in before if r.type == "StepStarted").data["wakeAt"])
+    wake_at = parse_time(next(r for r in before if r.type == "StepStarted").data.wake_at)
     assert killed_at < wake_at.timestamp(), "the kill must land during the sleep"
 
     time.sleep(1.0)

@@ -55,7 +55,7 @@ def test_approval_example_waits_for_the_signal_from_kubectl_annotate(
         "by": "bob",
     }
     records = journal(control_plane, wf["metadata"]["uid"])
-    assert [r.data["name"] for r in records if r.type == "SignalReceived"] == ["APPROVE"]
+    assert [r.data.name for r in records if r.type == "SignalReceived"] == ["APPROVE"]
 
 
 def test_a_signal_sent_before_the_wait_starts_is_delivered_once(
@@ -253,7 +253,7 @@ def test_saga_example_compensates_in_reverse_order(
     assert wf["status"]["reason"] == "Compensated"
     assert wf["status"]["error"]["step"] == "ship"
     records = journal(control_plane, wf["metadata"]["uid"])
-    undone = [r.step for r in records if r.type == "StepCompleted" and r.data.get("of")]
+    undone = [r.step for r in records if r.type == "StepCompleted" and r.data.of]
     assert undone == ["charge-card:compensate", "reserve-stock:compensate"]
     steps = {s["name"]: s for s in wf["status"]["steps"]}
     assert steps["charge-card:compensate"]["output"] == {"refunded": 120}

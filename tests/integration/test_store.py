@@ -44,7 +44,7 @@ def test_only_the_fence_holder_commits_and_a_slot_is_written_once(
                 await journal.append("run", _record(2), a)
 
             records, revision = await journal.load("run")
-            assert [r.data["output"] for r in records] == [0, 1]
+            assert [r.data.output for r in records] == [0, 1]
             assert revision > 0
             assert await journal.forget("run") >= 2
             assert (await journal.load("run"))[0] == []

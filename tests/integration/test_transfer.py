@@ -55,6 +55,6 @@ def test_transfer_saga_succeeds_refuses_and_compensates(
     assert all(n == 1 for n in ids.values()), ids
     uid = nobody["metadata"]["uid"]
     assert f"{uid}/withdraw:compensate" in ids
-    assert [r.step for r in journal(control_plane, uid) if r.data.get("of")] == [
+    assert [r.step for r in journal(control_plane, uid) if getattr(r.data, "of", None)] == [
         "withdraw:compensate"
     ]

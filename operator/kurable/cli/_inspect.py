@@ -93,7 +93,7 @@ def watch(args: argparse.Namespace) -> int:
 
 
 def _detail(record: Record) -> str:
-    data = dict(record.data)
+    data = record.data.to_wire()
     if record.type == "WorkflowStarted":
         steps = data.get("definition", {}).get("steps") or []
         return f"pinned {len(steps)} steps; input={json.dumps(data.get('input'))}"

@@ -19,7 +19,8 @@ order of completion, each with its own retry.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,7 +28,9 @@ from kurable.api.v1alpha1 import Step, WorkflowSpec, parse_duration
 from kurable.api.v1alpha1.workflow import Retry
 
 from . import expressions
-from .journal import RecordType, RunState, StepState, now_rfc3339, parse_time
+from . import records as r
+from .journal import RunState, StepState, now_rfc3339, parse_time
+from .records import FORMAT_VERSION, PAYLOADS, RecordData, RecordType, read_payload
 
 MAX_TRANSITIONS = 10_000
 """Step transitions a run may make; a `next` loop that never ends fails clearly."""
@@ -41,12 +44,20 @@ RETRYABLE = frozenset({"Timeout", "ConnectionError", "HttpServerError", "Unavail
 
 @dataclass(frozen=True)
 class Commit:
-    """Append this record."""
+    """Append this record (its payload typed as engine/records.py's model of `type`;
+    a plain dict is read into that model)."""
 
     type: RecordType
     step: str | None = None
     attempt: int | None = None
-    data: dict[str, Any] = field(default_factory=dict)
+    data: RecordData = None  # type: ignore[assignment]  # None: the type's empty payload
+
+    def __post_init__(self) -> None:
+        data: Any = self.data
+        if data is None or isinstance(data, Mapping):
+            object.__setattr__(self, "data", read_payload(self.type, dict(data or {})))
+        elif not isinstance(data, PAYLOADS[self.type]):
+            raise TypeError(f"a {self.type} record holds a {type(data).__name__} payload")
 
 
 @dataclass(frozen=True)
@@ -103,7 +114,11 @@ class StepError:
     """Overrides the kind's default (e.g. a 4xx listed in retryOnStatus)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "message": self.message}
+        return self.to_record().to_wire()
+
+    def to_record(self) -> r.StepErrorInfo:
+        """As journaled in StepFailed: {kind, message}."""
+        return r.StepErrorInfo(kind=self.kind, message=self.message)
 
 
 def start_record(
@@ -116,6 +131,7 @@ def start_record(
     """The first record of a run: pins the resolved definition it will run to the end."""
     steps = definition.steps or []
     data: dict[str, Any] = {
+        "formatVersion": FORMAT_VERSION,
         "definition": definition.to_wire(),
         "input": input,
         "workflow": workflow,
@@ -125,7 +141,7 @@ def start_record(
         data["deadline"] = now_rfc3339(now + parse_duration(definition.timeout))
     if template is not None:
         data["template"] = template
-    return Commit("WorkflowStarted", data=data)
+    return Commit("WorkflowStarted", data=r.WorkflowStarted.model_validate(data))
 
 
 def next_decision(
@@ -365,7 +381,8 @@ def _advance(
             return _failed(state, scope, step, 1, error, now)
         if not run_it:
             # A skipped step has no effects, its `next` jump included.
-            return Commit("StepSkipped", step.name, data=scope.outcome_data(scope.sequential(step)))
+            skipped = r.StepSkipped(**scope.outcome_data(scope.sequential(step)))
+            return Commit("StepSkipped", step.name, data=skipped)
     if step.for_each is not None:
         try:
             items = expressions.render(step.for_each.items, context, f"{step.name}.forEach")
@@ -377,9 +394,9 @@ def _advance(
             )
             return _failed(state, scope, step, 1, error, now)
         # The items are pinned in the journal: a replay iterates exactly the same list.
-        return Commit("StepStarted", step.name, 1, {"items": items, **_thread(scope)})
+        return Commit("StepStarted", step.name, 1, r.StepStarted(items=items, **_thread(scope)))
     if step.parallel is not None:
-        return Commit("StepStarted", step.name, 1, _thread(scope))
+        return Commit("StepStarted", step.name, 1, r.StepStarted(**_thread(scope)))
     return _begin(state, scope, step, 1, now, None)
 
 
@@ -461,7 +478,7 @@ def _begin(
             return _failed(state, scope, step, attempt, error, now, compensating)
         commit = _complete(state, scope, step, attempt, values, compensating)
         if compensating is None:
-            commit.data["vars"] = values
+            commit = replace(commit, data=commit.data.model_copy(update={"vars": values}))
         return commit
 
     if step.sleep is not None:
@@ -470,7 +487,8 @@ def _begin(
         except (ValueError, expressions.ExpressionError) as e:
             error = StepError("InvalidTimer", f"{step.name}.sleep: {e}")
             return _failed(state, scope, step, attempt, error, now, compensating)
-        return Commit("StepStarted", step.name, attempt, {"wakeAt": wake_at, **_thread(scope)})
+        started = r.StepStarted(wake_at=wake_at, **_thread(scope))
+        return Commit("StepStarted", step.name, attempt, started)
 
     data: dict[str, Any] = _thread(scope)
     deadline = _attempt_deadline(state, step, now)
@@ -478,7 +496,7 @@ def _begin(
         data["deadline"] = now_rfc3339(deadline)
     if step.wait is not None:
         data["signal"] = step.wait.signal
-    return Commit("StepStarted", step.name, attempt, data)
+    return Commit("StepStarted", step.name, attempt, r.StepStarted(**data))
 
 
 def _continue(
@@ -510,8 +528,8 @@ def _continue(
         signal = state.pending_signal(step.wait.signal)
         if signal is not None:
             commit = _complete(state, scope, step, current.attempts, signal.payload, compensating)
-            commit.data["consumed"] = signal.seq
-            return commit
+            took = commit.data.model_copy(update={"consumed": signal.seq})
+            return replace(commit, data=took)
         if deadline is not None and now >= deadline:
             error = StepError(
                 "Timeout", f"no signal {step.wait.signal!r} within {step.wait.timeout}"
@@ -537,7 +555,7 @@ def _complete(
         data = {"output": output, **scope.outcome_data(scope.following(step))}
     else:
         data = {"output": output, "of": compensating}
-    return Commit("StepCompleted", step.name, attempt, data)
+    return Commit("StepCompleted", step.name, attempt, r.StepCompleted(**data))
 
 
 def _failed(
@@ -551,18 +569,18 @@ def _failed(
 ) -> Commit:
     """An attempt failed: retry later, go to onFailure, or fail the step for good."""
     retry = retry_policy(state, step)
-    data: dict[str, Any] = {"error": error.to_json(), **_thread(scope)}
+    data: dict[str, Any] = {"error": error.to_record(), **_thread(scope)}
     if attempt < retry.max_attempts and is_retryable(retry, error):
         key = f"{state.workflow.get('uid', '')}/{step.name}"
-        data["retryAt"] = now_rfc3339(now + backoff_delay(retry, attempt, key))
-        return Commit("StepFailed", step.name, attempt, data)
+        data["retry_at"] = now_rfc3339(now + backoff_delay(retry, attempt, key))
+        return Commit("StepFailed", step.name, attempt, r.StepFailed(**data))
     if compensating is None:
         # Stay on the failed step (the scope then fails) unless onFailure routes elsewhere.
         goto = step.on_failure.goto if step.on_failure else step.name
         data.update(scope.outcome_data(goto))
     else:
         data["of"] = compensating
-    return Commit("StepFailed", step.name, attempt, data)
+    return Commit("StepFailed", step.name, attempt, r.StepFailed(**data))
 
 
 def _joined(state: RunState, step: Step, children: list[Scope]) -> Any:
@@ -664,10 +682,8 @@ def _wake_time(step: Step, context: dict[str, Any], now: datetime) -> str:
 
 
 def _run_failing(phase: str, step: str | None, reason: str, message: str) -> Commit:
-    return Commit(
-        "RunFailing",
-        data={"phase": phase, "error": {"step": step, "reason": reason, "message": message}},
-    )
+    error = r.RunError(step=step, reason=reason, message=message)
+    return Commit("RunFailing", data=r.RunFailing(phase=phase, error=error))
 
 
 def _finish(
@@ -677,8 +693,8 @@ def _finish(
     if output is not None:
         data["output"] = output
     if error is not None:
-        data["error"] = error
-    return Commit("WorkflowFinished", data=data)
+        data["error"] = r.RunError.model_validate(error)
+    return Commit("WorkflowFinished", data=r.WorkflowFinished(**data))
 
 
 def _finish_succeeded(state: RunState) -> Commit:

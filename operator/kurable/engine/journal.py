@@ -9,27 +9,21 @@ A journal is an append-only list of records, one per decision that was committed
 - `RunFailing`: the run failed, timed out or was cancelled: compensation begins;
 - `WorkflowFinished`: the end.
 
-The state of a run is a pure fold of its journal; nothing else is remembered.
+The state of a run is a pure fold of its journal; nothing else is remembered. Each
+record's payload is typed (engine/records.py: the durable, versioned format).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from kurable.api.v1alpha1 import WorkflowSpec
 
-RecordType = Literal[
-    "WorkflowStarted",
-    "SignalReceived",
-    "StepStarted",
-    "StepCompleted",
-    "StepFailed",
-    "StepSkipped",
-    "RunFailing",
-    "WorkflowFinished",
-]
+from . import records as r
+from .records import PAYLOADS, RecordData, RecordType, read_payload
 
 TERMINAL_PHASES = ("Succeeded", "Failed", "Cancelled", "Invalid")
 IN_FLIGHT = ("Running", "Waiting")
@@ -37,7 +31,12 @@ IN_FLIGHT = ("Running", "Waiting")
 
 @dataclass(frozen=True)
 class Record:
-    """One committed journal entry."""
+    """One committed journal entry: an envelope and the typed payload of its type.
+
+    Stored in etcd as {seq, type, at, step?, attempt?, data?, executor?}; `data` is the
+    payload's wire form (engine/records.py). A plain dict given as `data` is read into
+    the payload model of `type`.
+    """
 
     seq: int
     """Position in the journal, from 0; also the etcd key suffix."""
@@ -46,31 +45,44 @@ class Record:
     """When it was committed (RFC 3339, UTC)."""
     step: str | None = None
     attempt: int | None = None
-    data: dict[str, Any] = field(default_factory=dict)
+    data: RecordData = None  # type: ignore[assignment]  # None: the type's empty payload
     executor: str | None = None
     """Which operator instance committed it (for audits and crash tests)."""
 
+    def __post_init__(self) -> None:
+        data: Any = self.data
+        if data is None or isinstance(data, Mapping):
+            object.__setattr__(self, "data", read_payload(self.type, dict(data or {})))
+        elif not isinstance(data, PAYLOADS[self.type]):
+            raise TypeError(f"a {self.type} record holds a {type(data).__name__} payload")
+
     def to_json(self) -> dict[str, Any]:
+        """The record as stored in etcd."""
         out: dict[str, Any] = {"seq": self.seq, "type": self.type, "at": self.at}
         if self.step is not None:
             out["step"] = self.step
         if self.attempt is not None:
             out["attempt"] = self.attempt
-        if self.data:
-            out["data"] = self.data
+        data = self.data.to_wire()
+        if data:
+            out["data"] = data
         if self.executor is not None:
             out["executor"] = self.executor
         return out
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Record:
+        """A record as stored in etcd, in any format version this operator reads.
+
+        Raises UnsupportedFormat (a newer operator's journal) or pydantic's
+        ValidationError (a record that is not a journal record)."""
         return cls(
             seq=int(raw["seq"]),
             type=raw["type"],
             at=raw["at"],
             step=raw.get("step"),
             attempt=raw.get("attempt"),
-            data=raw.get("data") or {},
+            data=read_payload(raw["type"], raw.get("data") or {}),
             executor=raw.get("executor"),
         )
 
@@ -174,35 +186,35 @@ def apply(state: RunState, record: Record) -> RunState:
     """The state after one more record."""
     state = replace(state, records=state.records + 1)
     data = record.data
-    if record.type == "WorkflowStarted":
+    if isinstance(data, r.WorkflowStarted):
         return replace(
             state,
-            spec=WorkflowSpec.model_validate(data["definition"]),
-            input=data.get("input"),
-            workflow=data.get("workflow") or {},
-            template=data.get("template"),
+            spec=WorkflowSpec.model_validate(data.definition),
+            input=data.input,
+            workflow=dict(data.workflow),
+            template=data.template,
             started_at=record.at,
-            deadline=data.get("deadline"),
-            position=data.get("first"),
+            deadline=data.deadline,
+            position=data.first,
         )
-    if record.type == "SignalReceived":
-        signal = Signal(record.seq, data["name"], data.get("payload"))
+    if isinstance(data, r.SignalReceived):
+        signal = Signal(record.seq, data.name, data.payload)
         return replace(state, signals=(*state.signals, signal))
-    if record.type == "RunFailing":
-        return replace(state, failing={"phase": data["phase"], "error": data["error"]})
-    if record.type == "WorkflowFinished":
+    if isinstance(data, r.RunFailing):
+        return replace(state, failing={"phase": data.phase, "error": data.error.to_wire()})
+    if isinstance(data, r.WorkflowFinished):
         return replace(
             state,
-            phase=data["phase"],
-            reason=data.get("reason"),
+            phase=data.phase,
+            reason=data.reason,
             finished_at=record.at,
-            output=data.get("output"),
-            error=data.get("error"),
+            output=data.output,
+            error=data.error.to_wire() if data.error is not None else None,
         )
     assert record.step is not None, f"record {record.seq} ({record.type}) names no step"
     step = state.step(record.step)
-    thread = data.get("thread")
-    if record.type == "StepStarted":
+    thread = data.thread
+    if isinstance(data, r.StepStarted):
         new_visit = step.phase not in (*IN_FLIGHT, "Retrying")
         positions = state.positions
         if new_visit and positions:
@@ -215,30 +227,33 @@ def apply(state: RunState, record: Record) -> RunState:
         if thread is not None:
             positions = {**positions, thread: step.name}
         state = replace(state, positions=positions)
+        items = data.items
+        if items is None and not new_visit:
+            items = step.items
         step = replace(
             step,
-            phase="Waiting" if data.get("wakeAt") or data.get("signal") else "Running",
+            phase="Waiting" if data.wake_at or data.signal else "Running",
             attempts=record.attempt or 1,
             started_at=record.at if new_visit else step.started_at,
             finished_at=None,
-            wake_at=data.get("wakeAt"),
-            deadline=data.get("deadline"),
+            wake_at=data.wake_at,
+            deadline=data.deadline,
             output=None if new_visit else step.output,
             error=None if new_visit else step.error,
             visits=step.visits + (1 if new_visit else 0),
-            items=data.get("items", None if new_visit else step.items),
+            items=items,
         )
         return _with_step(state, step)
 
-    if record.type == "StepFailed" and data.get("retryAt"):
+    if isinstance(data, r.StepFailed) and data.retry_at:
         # One attempt failed; another is due at retryAt. The run stays on this step.
         step = replace(
             step,
             phase="Retrying",
             attempts=record.attempt or step.attempts,
-            wake_at=data["retryAt"],
+            wake_at=data.retry_at,
             deadline=None,
-            error=data.get("error"),
+            error=data.error.to_wire(),
         )
         return _with_step(state, step)
 
@@ -253,32 +268,36 @@ def apply(state: RunState, record: Record) -> RunState:
         deadline=None,
         visits=step.visits + (1 if fresh else 0),
     )
-    if record.type == "StepCompleted":
-        step = replace(step, phase="Succeeded", output=data.get("output"), error=None)
-    elif record.type == "StepSkipped":
+    consumed = state.consumed
+    of: str | None = None
+    if isinstance(data, r.StepCompleted):
+        step = replace(step, phase="Succeeded", output=data.output, error=None)
+        if data.consumed is not None:
+            consumed = consumed | {data.consumed}
+        of = data.of
+    elif isinstance(data, r.StepSkipped):
         step = replace(step, phase="Skipped", output=None, error=None)
     else:
-        step = replace(step, phase="Failed", error=data.get("error"))
+        assert isinstance(data, r.StepFailed)
+        step = replace(step, phase="Failed", error=data.error.to_wire())
+        of = data.of
     state = _with_step(state, step)
 
-    consumed = state.consumed
-    if data.get("consumed") is not None:
-        consumed = consumed | {int(data["consumed"])}
-    if "of" in data:
+    if of is not None:
         # A compensation step: it never moves a position.
-        if record.type == "StepCompleted":
-            state = replace(state, compensated=(*state.compensated, data["of"]))
+        if isinstance(data, r.StepCompleted):
+            state = replace(state, compensated=(*state.compensated, of))
         return replace(state, consumed=consumed)
     if thread is not None:
-        positions = {**state.positions, thread: data.get("next")}
+        positions = {**state.positions, thread: data.next}
         state = replace(state, positions=positions, transitions=state.transitions + 1)
     else:
-        state = replace(state, position=data.get("next"), transitions=state.transitions + 1)
+        state = replace(state, position=data.next, transitions=state.transitions + 1)
     state = replace(state, consumed=consumed)
-    if record.type == "StepCompleted":
+    if isinstance(data, r.StepCompleted):
         state = replace(
             state,
-            vars={**state.vars, **(data.get("vars") or {})},
+            vars={**state.vars, **(data.vars or {})},
             completed=(*state.completed, step.name),
         )
     return state

@@ -31,7 +31,7 @@ from kurable.api.v1alpha1 import (
     WorkflowSpec,
     WorkflowTemplateSpec,
 )
-from kurable.engine import decide, expressions
+from kurable.engine import decide, expressions, records
 from kurable.engine.journal import (
     Record,
     RunState,
@@ -209,10 +209,11 @@ class Run:
             await self._commit(
                 decide.Commit(
                     "WorkflowFinished",
-                    data={
-                        "phase": "Invalid",
-                        "reason": "Invalid",
-                        "error": {"reason": "Invalid", "message": str(e)},
+                    data=records.WorkflowFinished(
+                        phase="Invalid",
+                        reason="Invalid",
+                        error=records.RunError(reason="Invalid", message=str(e)),
+                    ),
                     },
                 )
             )
@@ -346,7 +347,9 @@ class Run:
             if (name, json.dumps(payload, sort_keys=True)) in seen:
                 continue
             await self._commit(
-                decide.Commit("SignalReceived", data={"name": name, "payload": payload})
+                decide.Commit(
+                    "SignalReceived", data=records.SignalReceived(name=name, payload=payload)
+                )
             )
             self._event("Normal", "Signal", f"received signal {name}")
             seen.add((name, json.dumps(payload, sort_keys=True)))
@@ -391,7 +394,7 @@ class Run:
         self._announce(record)
 
     def _announce(self, record: Record) -> None:
-        data = record.data
+        data = record.data.to_wire()
         if record.type == "WorkflowFinished" and data["phase"] != "Invalid":
             message = (data.get("error") or {}).get("message") or "all steps completed"
             kind = "Normal" if data["phase"] == "Succeeded" else "Warning"

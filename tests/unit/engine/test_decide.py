@@ -59,7 +59,7 @@ def test_set_sleep_set_runs_to_success_with_the_timer_in_the_journal() -> None:
     assert isinstance(decision, decide.Wait)
     assert decision.until == T0 + timedelta(seconds=5)
     assert [r.type for r in journal] == ["WorkflowStarted", "StepCompleted", "StepStarted"]
-    assert journal[2].data["wakeAt"] == now_rfc3339(T0 + timedelta(seconds=5))
+    assert journal[2].data.wake_at == now_rfc3339(T0 + timedelta(seconds=5))
 
     journal, decision = run(journal, T0 + timedelta(seconds=5))
     assert isinstance(decision, decide.Done)

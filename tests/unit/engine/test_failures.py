@@ -64,7 +64,7 @@ def test_a_retryable_error_is_retried_with_backoff_then_succeeds() -> None:
     assert state.phase == "Succeeded"
     assert state.steps["call"].attempts == 3
     failures = [r for r in journal if r.type == "StepFailed"]
-    assert [r.data["retryAt"] for r in failures] == [
+    assert [r.data.retry_at for r in failures] == [
         "2026-01-01T12:00:02.000000Z",
         "2026-01-01T12:00:06.000000Z",
     ]
@@ -156,7 +156,7 @@ def test_saga_compensates_completed_steps_in_reverse_order() -> None:
     journal = simulate(spec, fail_last)
     state = fold(journal)
     assert state.phase == "Failed" and state.reason == "Compensated"
-    compensations = [r.step for r in journal if r.type == "StepCompleted" and r.data.get("of")]
+    compensations = [r.step for r in journal if r.type == "StepCompleted" and r.data.of]
     assert compensations == ["charge:compensate", "reserve:compensate"]
     assert state.error is not None and state.error["step"] == "ship"
 
@@ -271,7 +271,9 @@ def test_compensation_runs_exactly_the_completed_steps_in_reverse(
     first_failure = outcomes.index(False) if False in outcomes else None
     completed = [] if first_failure is None else list(range(first_failure))
     expected = [f"s{i}" for i in reversed(completed) if with_compensation[i]]
-    compensations = [r.data["of"] for r in journal if r.type == "StepCompleted" and "of" in r.data]
+    compensations = [
+        r.data.of for r in journal if r.type == "StepCompleted" and r.data.of is not None
+    ]
     assert compensations == expected
     if first_failure is None:
         assert state.phase == "Succeeded"

@@ -163,7 +163,7 @@ def test_for_each_items_are_pinned_in_the_journal() -> None:
     }
     journal, _ = run(start(spec), T0)
     started = next(r for r in journal if r.type == "StepStarted" and r.step == "each")
-    assert started.data["items"] == [1, 2]
+    assert started.data.items == [1, 2]
 
 
 def test_for_each_over_a_non_list_fails_clearly() -> None:
