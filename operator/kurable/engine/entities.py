@@ -23,10 +23,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from kurable.api.v1alpha1 import EntityTypeSpec
+from kurable.api.v1alpha1 import EntityStatus, EntityTypeSpec
 
 from . import expressions, schema
-from .conditions import condition
+from .conditions import updated_condition
 
 RejectionReason = Literal[
     "UnknownCommand", "InvalidInput", "GuardFailed", "InvalidState", "HandlerError"
@@ -77,7 +77,7 @@ class Event:
 
 
 @dataclass(frozen=True)
-class Decision:
+class CommandAccepted:
     """An accepted command: the events to append, the state after them, and the reply."""
 
     events: tuple[Event, ...]
@@ -111,7 +111,7 @@ class Snapshot:
 
 def decide(
     entity_type: EntityTypeSpec, state: Mapping[str, Any], command: str, input: Any
-) -> Decision:
+) -> CommandAccepted:
     """Run `command` with `input` against `state`; raise CommandRejected when it is refused."""
     spec = entity_type.commands.get(command)
     if spec is None:
@@ -145,7 +145,7 @@ def decide(
         reply = expressions.render(spec.reply, {"state": new_state, "input": input}, "reply")
     except expressions.ExpressionError as e:
         raise CommandRejected("HandlerError", f"command {command!r}: {e}") from None
-    return Decision(tuple(events), new_state, reply)
+    return CommandAccepted(tuple(events), new_state, reply)
 
 
 def handler_of(entity_type: EntityTypeSpec, command: str) -> str | None:
@@ -170,7 +170,7 @@ def checked_input(entity_type: EntityTypeSpec, command: str, input: Any) -> Any:
 
 def decide_answered(
     entity_type: EntityTypeSpec, state: Mapping[str, Any], command: str, answer: Any
-) -> Decision:
+) -> CommandAccepted:
     """A command decided by an HTTP handler: check its answer `{events, reply}` (or
     `{error}`), apply the events with the type's own event handlers, check the state."""
     where = f"the handler of {command!r}"
@@ -185,7 +185,7 @@ def decide_answered(
         raise CommandRejected("HandlerError", f"{where}: events must be [{{type, data}}, ...]")
     events = [Event(e["type"], e.get("data")) for e in raw]
     new_state = _applied(entity_type, command, state, events)
-    return Decision(tuple(events), new_state, answer.get("reply"))
+    return CommandAccepted(tuple(events), new_state, answer.get("reply"))
 
 
 def _applied(
@@ -309,16 +309,16 @@ def project_status(
 ) -> dict[str, Any]:
     """An Entity's status from its snapshot: small, whatever the state's size."""
     state, truncated = status_state(snapshot.state)
-    return {
-        "phase": "Ready",
-        "state": state,
-        "stateTruncated": truncated,
-        "version": snapshot.version,
-        "lastEvent": snapshot.last_event,
-        "message": None,
-        "observedGeneration": generation,
-        "conditions": [
-            condition(
+    status = EntityStatus(
+        phase="Ready",
+        state=state,
+        state_truncated=truncated,
+        version=snapshot.version,
+        last_event=snapshot.last_event,
+        message=None,
+        observed_generation=generation,
+        conditions=[
+            updated_condition(
                 "Ready",
                 "True",
                 "StateLoaded",
@@ -328,7 +328,8 @@ def project_status(
                 now,
             )
         ],
-    }
+    )
+    return status.to_status()
 
 
 def _guard_message(guard: Any, context: Mapping[str, Any]) -> str:

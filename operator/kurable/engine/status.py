@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
-from .conditions import condition
+from kurable.api.v1alpha1 import Condition
+from kurable.api.v1alpha1.workflow import (
+    JournalRef,
+    Phase,
+    StepPhase,
+    StepStatus,
+    TemplateRef,
+    WorkflowStatus,
+)
+
+from .conditions import ConditionStatus, updated_condition
 from .decide import Decision, Wait
 from .journal import RunState, StepState
 
@@ -34,7 +44,8 @@ def project(
     now: str,
     journal_revision: int = 0,
 ) -> dict[str, Any]:
-    """The status of a run in `state`, whose next decision is `decision`."""
+    """The status of a run in `state`, whose next decision is `decision`: a WorkflowStatus
+    as a status patch (camelCase; every field set, null where it does not apply)."""
     suspended = isinstance(decision, Wait) and decision.reason == "Suspended"
     if state.finished:
         phase = state.phase
@@ -53,26 +64,24 @@ def project(
     )[-RECENT_STEPS:]
     message = _message(state, phase, decision)
     current = _current_step(state)
-    status: dict[str, Any] = {
-        "phase": phase,
-        "reason": state.reason,
-        "currentStep": current.name if current else None,
-        "attempts": current.attempts if current else None,
-        "template": state.template,
-        "message": message,
-        "startedAt": state.started_at,
-        "finishedAt": state.finished_at,
-        "steps": [_step_status(s) for s in recent],
-        "stepsCompleted": sum(
-            1 for s in state.steps.values() if s.phase in ("Succeeded", "Skipped")
-        ),
-        "output": shorten(state.output),
-        "error": state.error,
-        "journal": {"records": state.records, "revision": journal_revision},
-        "observedGeneration": generation,
-        "conditions": conditions(phase, message, state, generation, previous_conditions, now),
-    }
-    return status
+    status = WorkflowStatus(
+        phase=cast(Phase, phase),
+        reason=state.reason,
+        current_step=current.name if current else None,
+        attempts=current.attempts if current else None,
+        template=TemplateRef.model_validate(state.template) if state.template else None,
+        message=message,
+        started_at=state.started_at,
+        finished_at=state.finished_at,
+        steps=[_step_status(s) for s in recent],
+        steps_completed=sum(1 for s in state.steps.values() if s.phase in ("Succeeded", "Skipped")),
+        output=shorten(state.output),
+        error=state.error,
+        journal=JournalRef(records=state.records, revision=journal_revision),
+        observed_generation=generation,
+        conditions=conditions(phase, message, state, generation, previous_conditions, now),
+    )
+    return status.to_status()
 
 
 def _current_step(state: RunState) -> StepState | None:
@@ -101,17 +110,17 @@ def _message(state: RunState, phase: str | None, decision: Decision | None) -> s
     return None
 
 
-def _step_status(step: StepState) -> dict[str, Any]:
-    return {
-        "name": step.name,
-        "phase": step.phase,
-        "attempts": step.attempts,
-        "startedAt": step.started_at,
-        "finishedAt": step.finished_at,
-        "wakeAt": step.wake_at,
-        "output": shorten(step.output),
-        "message": (step.error or {}).get("message"),
-    }
+def _step_status(step: StepState) -> StepStatus:
+    return StepStatus(
+        name=step.name,
+        phase=cast(StepPhase, step.phase),
+        attempts=step.attempts,
+        started_at=step.started_at,
+        finished_at=step.finished_at,
+        wake_at=step.wake_at,
+        output=shorten(step.output),
+        message=(step.error or {}).get("message"),
+    )
 
 
 def conditions(
@@ -121,15 +130,17 @@ def conditions(
     generation: int | None,
     previous: list[dict[str, Any]] | None,
     now: str,
-) -> list[dict[str, Any]]:
-    """Succeeded and Suspended, keeping lastTransitionTime while a status stays the same."""
+) -> list[Condition]:
+    """Succeeded, Suspended and Stalled, keeping lastTransitionTime while a status stays
+    the same."""
+    succeeded: tuple[ConditionStatus, str]
     if phase == "Succeeded":
         succeeded = ("True", "Succeeded")
     elif phase in ("Failed", "Cancelled", "Invalid"):
         succeeded = ("False", state.reason or phase)
     else:
         succeeded = ("Unknown", phase or "Pending")
-    wanted = {
+    wanted: dict[str, tuple[ConditionStatus, str, str]] = {
         "Succeeded": (succeeded[0], succeeded[1], message or ""),
         "Suspended": (
             ("True", "Suspended", "spec.suspend is true")
@@ -140,6 +151,6 @@ def conditions(
         "Stalled": ("False", "Progressing", ""),
     }
     return [
-        condition(kind, status, reason, text, generation, previous, now)
+        updated_condition(kind, status, reason, text, generation, previous, now)
         for kind, (status, reason, text) in wanted.items()
     ]

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from kurable.api.v1alpha1 import ENTITY, ENTITY_TYPE, GROUP, VERSION, EntityTypeSpec
 from kurable.engine import entities as engine
-from kurable.engine.conditions import condition
+from kurable.engine.conditions import updated_condition
 from kurable.engine.entities import CommandRejected
 from kurable.engine.journal import now_rfc3339
 from kurable.executor.commands import project_entity_status
@@ -136,7 +136,7 @@ async def _entity_invalid(runtime: Runtime, body: kopf.Body, reason: str, messag
             "message": message,
             "observedGeneration": generation,
             "conditions": [
-                condition(
+                updated_condition(
                     "Ready",
                     "False",
                     reason,
@@ -144,7 +144,7 @@ async def _entity_invalid(runtime: Runtime, body: kopf.Body, reason: str, messag
                     generation,
                     status.get("conditions"),
                     now_rfc3339(),
-                )
+                ).to_status()
             ],
         },
     )
@@ -179,7 +179,9 @@ async def validate(
             "message": message,
             "observedGeneration": generation,
             "conditions": [
-                condition("Ready", "False", "Invalid", message, generation, previous, now)
+                updated_condition(
+                    "Ready", "False", "Invalid", message, generation, previous, now
+                ).to_status()
             ],
         }
         await runtime.patch_status(ENTITY_TYPE, namespace, name, patch)
@@ -187,12 +189,14 @@ async def validate(
         return
     assert entity_type is not None
     misfits = await _misfits(runtime, namespace, name, entity_type)
-    conditions = [condition("Ready", "True", "Valid", "", generation, previous, now)]
+    conditions = [
+        updated_condition("Ready", "True", "Valid", "", generation, previous, now).to_status()
+    ]
     if misfits:
         text = "; ".join(f"{entity}: {problem}" for entity, problem in misfits[:10])
         message = f"{len(misfits)} Entities no longer fit the stateSchema: {text}"
         conditions.append(
-            condition(
+            updated_condition(
                 "EntitiesConform",
                 "False",
                 "StateSchemaMismatch",
@@ -200,12 +204,14 @@ async def validate(
                 generation,
                 previous,
                 now,
-            )
+            ).to_status()
         )
         kopf.warn(body, reason="StateSchemaMismatch", message=message)
     else:
         conditions.append(
-            condition("EntitiesConform", "True", "AllFit", "", generation, previous, now)
+            updated_condition(
+                "EntitiesConform", "True", "AllFit", "", generation, previous, now
+            ).to_status()
         )
     await runtime.patch_status(
         ENTITY_TYPE,
@@ -252,7 +258,7 @@ async def block_deletion_in_use(
                 "phase": "Terminating",
                 "message": message,
                 "conditions": [
-                    condition(
+                    updated_condition(
                         "Ready",
                         "False",
                         "InUse",
@@ -260,7 +266,7 @@ async def block_deletion_in_use(
                         generation,
                         status.get("conditions"),
                         now_rfc3339(),
-                    )
+                    ).to_status()
                 ],
             },
         )

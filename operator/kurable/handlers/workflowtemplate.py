@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from kurable.api.v1alpha1 import GROUP, VERSION, WORKFLOW_TEMPLATE, WorkflowTemplateSpec
 from kurable.engine import expressions
-from kurable.engine.conditions import condition
+from kurable.engine.conditions import updated_condition
 from kurable.engine.journal import now_rfc3339
 from kurable.executor.runs import _validation_message, check_expressions
 
@@ -67,7 +67,7 @@ async def validate(
     patch.status["message"] = problem
     patch.status["observedGeneration"] = generation
     patch.status["conditions"] = [
-        condition(
+        updated_condition(
             "Ready",
             "False" if problem else "True",
             phase,
@@ -75,7 +75,7 @@ async def validate(
             generation,
             status.get("conditions"),
             now_rfc3339(),
-        )
+        ).to_status()
     ]
     if problem:
         logger.warning(f"invalid: {problem}")

@@ -38,6 +38,11 @@ class Model(BaseModel):
         """The object as Kubernetes stores it (camelCase, no unset fields)."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
+    def to_status(self) -> dict[str, Any]:
+        """The object as a status patch: camelCase, the fields that were set, nulls
+        included (in a merge patch, null clears a field that no longer applies)."""
+        return self.model_dump(by_alias=True, exclude_unset=True)
+
 
 _DURATION_PART = r"[0-9]+([.][0-9]+)?(ms|s|m|h|d)"
 DURATION_PATTERN = rf"^({_DURATION_PART})+$"
