@@ -199,7 +199,7 @@ async def _decide(
     input: Any,
     command_id: str,
     ask: AskHandler | None,
-) -> engine.Decision:
+) -> engine.CommandAccepted:
     url = engine.handler_of(spec, command)
     if url is None:
         return engine.decide(spec, snapshot.state, command, input)

@@ -214,7 +214,6 @@ class Run:
                         reason="Invalid",
                         error=records.RunError(reason="Invalid", message=str(e)),
                     ),
-                    },
                 )
             )
             self._event("Warning", "Invalid", str(e))
