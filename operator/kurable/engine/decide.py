@@ -239,8 +239,7 @@ def is_retryable(retry: Retry, error: StepError) -> bool:
 def compensation_step(step: Step) -> Step:
     """The step that undoes `step`, named `<step>:compensate`."""
     assert step.compensate is not None
-    body = Step.model_validate({**step.compensate, "name": "compensate"})
-    return body.model_copy(update={"name": step.name + COMPENSATE_SUFFIX})
+    return step.compensate.model_copy(update={"name": step.name + COMPENSATE_SUFFIX})
 
 
 # -- scopes: the run's steps, a parallel branch's steps, one forEach item -----------------
@@ -281,11 +280,8 @@ def child_scopes(parent: Step, items: list[Any] | None = None) -> list[Scope]:
         scopes = []
         for branch in parent.parallel.branches:
             thread = f"{parent.name}.{branch.name}"
-            steps = []
-            for raw in branch.steps:
-                step = Step.model_validate(raw)
-                steps.append(_qualified(step, thread))
-            scopes.append(Scope(thread, tuple(steps)))
+            steps = tuple(_qualified(step, thread) for step in branch.steps)
+            scopes.append(Scope(thread, steps))
         return scopes
     assert parent.for_each is not None and items is not None
     body = parent.model_copy(update={"for_each": None, "next": None, "on_failure": None})

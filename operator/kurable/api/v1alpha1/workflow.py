@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, WithJsonSchema
 
 from ._base import (
     Conditions,
@@ -71,6 +71,12 @@ SignalName = Annotated[
     ),
 ]
 """A signal's name: the NAME of the annotation `kurable.dev/signal.NAME` that delivers it."""
+
+
+# Nested steps (a branch's, a compensation) are parsed into `Step` models here, but the
+# CRD cannot describe a recursive schema: there they stay free-form objects, and
+# `kurable.engine.validate` checks them when a template is applied or a run starts.
+_FREE_FORM_STEP: dict[str, object] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
 
 
 class Sleep(Model):
@@ -203,7 +209,11 @@ class Branch(Model):
 
     name: Name
     """Branch name."""
-    steps: Annotated[list[JSONObject], Field(min_length=1)]
+    steps: Annotated[
+        list[Step],
+        Field(min_length=1),
+        WithJsonSchema({"type": "array", "items": _FREE_FORM_STEP, "minItems": 1}),
+    ]
     """The branch's steps (same language as the workflow's steps)."""
 
 
@@ -304,7 +314,7 @@ class Step(Model):
     """Fail an attempt that takes longer than this."""
     on_failure: OnFailure | None = None
     """Continue at another step when this one fails for good."""
-    compensate: JSONObject | None = None
+    compensate: Annotated[Compensation, WithJsonSchema(_FREE_FORM_STEP)] | None = None
     """A step that undoes this one; run, in reverse order, when the workflow fails."""
 
     model_config = {
@@ -321,6 +331,16 @@ class Step(Model):
         """The step's kind: the name of its one action field."""
         return next(a for a in ACTIONS if getattr(self, a) is not None)
 
+
+class Compensation(Step):
+    """A step that undoes another; it is journaled as `<step>:compensate`."""
+
+    name: Name = "compensate"
+    """Ignored: a compensation is named after the step it undoes."""
+
+
+Branch.model_rebuild()
+Step.model_rebuild()
 
 Steps = Annotated[
     list[Step],
