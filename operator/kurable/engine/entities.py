@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from kurable.api.v1alpha1 import EntityStatus, EntityTypeSpec
 
-from . import expressions, schema
+from . import expressions, schema, validate
 from .conditions import updated_condition
 
 RejectionReason = Literal[
@@ -277,6 +277,23 @@ def definition_problems(entity_type: EntityTypeSpec) -> list[str]:
         problems += _compile(command.reply, f"{where}.reply")
     for event_type, handler in entity_type.events.items():
         problems += _compile(handler.set, f"spec.events.{event_type}.set")
+    if "snapshot_every" in entity_type.model_fields_set:
+        problems.append(
+            "spec.snapshotEvery: does nothing in this version (the snapshot always holds "
+            "the current state, written with every event); remove it"
+        )
+    return problems + [str(p) for p in _boolean_keys(entity_type)]
+
+
+def _boolean_keys(entity_type: EntityTypeSpec) -> list[validate.Problem]:
+    """YAML 1.1 booleans where the definition names fields (see `validate.boolean_keys`)."""
+    problems = validate.schema_boolean_keys(entity_type.state_schema, "spec.stateSchema")
+    for name, command in entity_type.commands.items():
+        if command.input_schema is not None:
+            where = f"spec.commands.{name}.inputSchema"
+            problems += validate.schema_boolean_keys(command.input_schema, where)
+    for event_type, handler in entity_type.events.items():
+        problems += validate.boolean_keys(handler.set, f"spec.events.{event_type}.set")
     return problems
 
 

@@ -31,7 +31,7 @@ from kurable.api.v1alpha1 import (
     WorkflowSpec,
     WorkflowTemplateSpec,
 )
-from kurable.engine import decide, expressions, records
+from kurable.engine import decide, expressions, records, validate
 from kurable.engine.journal import (
     Record,
     RunState,
@@ -482,19 +482,10 @@ def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def check_expressions(definition: WorkflowSpec | WorkflowTemplateSpec, where: str) -> None:
-    """Compile every expression of a definition; raise naming the step and field."""
-    for step in definition.steps or []:
-        for field_name in ("set", "when"):
-            value = getattr(step, field_name)
-            if value is not None:
-                expressions.check(value, f"{where}.steps[{step.name}].{field_name}")
-        for action in ("http", "workflow", "entity", "emit"):
-            value = getattr(step, action)
-            if value is not None:
-                expressions.check(value.to_wire(), f"{where}.steps[{step.name}].{action}")
-        if step.compensate is not None:
-            expressions.check(step.compensate, f"{where}.steps[{step.name}].compensate")
-    expressions.check(definition.output, f"{where}.output")
+    """Check a parsed definition whole (`engine.validate`); raise _Invalid listing every problem."""
+    problems = validate.definition_problems(definition, where)
+    if problems:
+        raise _Invalid(validate.describe(problems))
 
 
 def _check_input(schema: dict[str, Any], value: Any) -> None:
@@ -517,5 +508,5 @@ def _json_path(root: str, parts: Iterable[Any]) -> str:
 
 
 def _validation_message(error: ValidationError, root: str) -> str:
-    """pydantic's errors as `spec.steps[0].sleep.duration: <problem>`, joined."""
-    return "; ".join(f"{_json_path(root, e['loc'])}: {e['msg']}" for e in error.errors()[:5])
+    """pydantic's errors as `spec.steps[0].sleep: unknown field durationn`, all of them."""
+    return validate.describe(validate.model_problems(error, root))

@@ -11,41 +11,25 @@ from typing import Any
 
 import jsonschema
 import kopf
-from pydantic import ValidationError
 
-from kurable.api.v1alpha1 import GROUP, VERSION, WORKFLOW_TEMPLATE, WorkflowTemplateSpec
-from kurable.engine import expressions
+from kurable.api.v1alpha1 import GROUP, VERSION, WORKFLOW_TEMPLATE
 from kurable.engine.conditions import updated_condition
 from kurable.engine.journal import now_rfc3339
-from kurable.executor.runs import _validation_message, check_expressions
+from kurable.engine.validate import Problem, describe, template_problems
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 
 def verdict(spec: dict[str, Any]) -> str | None:
-    """None when the definition is valid, else what to fix."""
-    try:
-        template = WorkflowTemplateSpec.model_validate(spec)
-    except ValidationError as e:
-        return _validation_message(e, "spec")
-    if template.input_schema is not None:
+    """None when the definition is valid, else every problem and what to fix."""
+    problems = template_problems(spec)
+    input_schema = spec.get("inputSchema")
+    if isinstance(input_schema, dict):
         try:
-            jsonschema.Draft202012Validator.check_schema(template.input_schema)
+            jsonschema.Draft202012Validator.check_schema(input_schema)
         except jsonschema.SchemaError as e:
-            return f"spec.inputSchema: {e.message}"
-    try:
-        check_expressions(template, "spec")
-    except expressions.ExpressionError as e:
-        return str(e)
-    names = {s.name for s in template.steps}
-    for step in template.steps:
-        for target, field in (
-            (step.next, "next"),
-            (step.on_failure and step.on_failure.goto, "onFailure.goto"),
-        ):
-            if target is not None and target not in names:
-                return f"spec.steps[{step.name}].{field}: no step named {target!r}"
-    return None
+            problems.append(Problem("spec.inputSchema", e.message))
+    return describe(problems) or None
 
 
 @kopf.on.resume(GROUP, VERSION, WORKFLOW_TEMPLATE.plural)
