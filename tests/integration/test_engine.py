@@ -367,7 +367,10 @@ def test_invalid_template_is_marked_with_what_to_fix(
         30,
         "the template to be marked Invalid",
     )
-    assert template["status"]["message"] == "spec.steps[a].next: no step named 'nowhere'"
+    assert template["status"]["message"] == (
+        "spec.steps[0].next: no step named 'nowhere' in the run's steps "
+        "(a jump stays within its list of steps)"
+    )
 
 
 def test_fanout_example_runs_for_each_and_parallel_branches(

@@ -88,7 +88,7 @@ def test_expression_syntax_error_marks_the_run_invalid_naming_step_and_field(
         workflow("typo", **{"steps": [{"name": "calc", "set": {"total": "${ 1 + }"}}]}),
     )
     wf = wait_phase(control_plane, namespace, "typo", ("Invalid",))
-    assert "spec.steps[calc].set.total" in wf["status"]["message"]
+    assert "spec.steps[0].set.total" in wf["status"]["message"]
     assert "syntax error" in wf["status"]["message"]
     succeeded = {c["type"]: c for c in wf["status"]["conditions"]}["Succeeded"]
     assert (succeeded["status"], succeeded["reason"]) == ("False", "Invalid")

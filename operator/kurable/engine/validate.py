@@ -244,7 +244,9 @@ class _Checks:
         present = [a for a in ACTIONS if getattr(step, a) is not None]
         if len(present) != 1:
             found = ", ".join(present) if present else "none"
-            self.add(path, f"a step needs exactly one action of {', '.join(ACTIONS)}; found {found}")
+            self.add(
+                path, f"a step needs exactly one action of {', '.join(ACTIONS)}; found {found}"
+            )
             return False
         if present[0] not in PERFORMED:
             self.add(

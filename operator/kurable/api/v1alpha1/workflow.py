@@ -76,7 +76,10 @@ SignalName = Annotated[
 # Nested steps (a branch's, a compensation) are parsed into `Step` models here, but the
 # CRD cannot describe a recursive schema: there they stay free-form objects, and
 # `kurable.engine.validate` checks them when a template is applied or a run starts.
-_FREE_FORM_STEP: dict[str, object] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+_FREE_FORM_STEP: dict[str, object] = {
+    "type": "object",
+    "x-kubernetes-preserve-unknown-fields": True,
+}
 
 
 class Sleep(Model):
