@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import jsonschema
 import kopf
 from pydantic import ValidationError
 
 from kurable.api.v1alpha1 import GROUP, VERSION, WORKFLOW_TEMPLATE, WorkflowTemplateSpec
 from kurable.engine import expressions
+from kurable.engine import schema as user_schema
 from kurable.engine.conditions import updated_condition
 from kurable.engine.journal import now_rfc3339
 from kurable.executor.runs import _validation_message, check_expressions
@@ -29,10 +29,9 @@ def verdict(spec: dict[str, Any]) -> str | None:
     except ValidationError as e:
         return _validation_message(e, "spec")
     if template.input_schema is not None:
-        try:
-            jsonschema.Draft202012Validator.check_schema(template.input_schema)
-        except jsonschema.SchemaError as e:
-            return f"spec.inputSchema: {e.message}"
+        problems = user_schema.check_schema(template.input_schema, "spec.inputSchema")
+        if problems:
+            return "; ".join(problems)
     try:
         check_expressions(template, "spec")
     except expressions.ExpressionError as e:
