@@ -36,6 +36,7 @@ Problems are reported as `<path>: <what is wrong>`, e.g. `input.amount: must be 
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -164,14 +165,19 @@ def _unfit_defaults(schema: dict[str, Any], where: str) -> list[str]:
 
 
 def _messages(errors: Iterable[Any], root: str, *, meta: bool) -> list[str]:
-    """The validator's errors as `<root><path>: <what to fix>`, unique, at most MAX_PROBLEMS."""
+    """The validator's errors as `<root><path>: <what to fix>`, unique, at most MAX_PROBLEMS.
+
+    A value of the wrong type gets only that complaint, not every rule its type would fail.
+    """
+    found = list(itertools.islice(errors, 10 * MAX_PROBLEMS))
+    mistyped = {tuple(e.absolute_path) for e in found if e.validator == "type"}
     out: list[str] = []
-    for error in errors:
+    for error in found:
+        if error.validator != "type" and tuple(error.absolute_path) in mistyped:
+            continue
         for message in _explain(error, root, meta=meta):
             if message not in out:
                 out.append(message)
-        if len(out) >= MAX_PROBLEMS:
-            break
     return out[:MAX_PROBLEMS]
 
 
