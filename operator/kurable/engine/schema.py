@@ -208,8 +208,8 @@ def _explain(error: Any, root: str, *, meta: bool) -> list[str]:
     if word == "type":
         return [f"{where}: must be {_article(rule)}, got {_show(value)}"]
     if word == "enum":
-        show = (lambda c: str(c)) if meta else _show
-        return [f"{where}: must be one of {', '.join(show(c) for c in rule)}, got {_show(value)}"]
+        choices = ", ".join(str(c) if meta else _show(c) for c in rule)
+        return [f"{where}: must be one of {choices}, got {_show(value)}"]
     if word == "minimum":
         op = ">" if schema.get("exclusiveMinimum") else ">="
         return [f"{where}: must be {op} {rule}, got {_show(value)}"]
