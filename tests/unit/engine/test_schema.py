@@ -220,7 +220,7 @@ def _wrapped(schema: dict[str, Any]) -> dict[str, Any]:
 
 def _template_door(schema: dict[str, Any], value: Any) -> list[str]:
     """What a run of a template with this inputSchema reports for this input."""
-    from kurable.handlers.workflow import _check_input, _Invalid
+    from kurable.executor.runs import _check_input, _Invalid
     from kurable.handlers.workflowtemplate import verdict
 
     assert verdict({"inputSchema": schema, "steps": [{"name": "a", "set": {"x": "1"}}]}) is None
