@@ -93,7 +93,7 @@ def test_template_input_is_validated_against_input_schema(
     apply(control_plane, namespace, bad)
     wf = wait_phase(control_plane, namespace, "bad-input", ("Invalid",))
     assert "spec.input.amount" in wf["status"]["message"]
-    assert "minimum" in wf["status"]["message"]
+    assert "spec.input.amount: must be >= 1, got 0" in wf["status"]["message"]
 
 
 def test_a_run_is_pinned_to_the_template_it_started_with(

@@ -1,201 +1,261 @@
-"""A small validator for the OpenAPI v3 subset that entity schemas use.
+"""The one schema dialect of user schemas: structural OpenAPI v3, as CRD authors write it.
 
-Kubernetes users write structural OpenAPI v3 schemas every day (CRDs); entity
-`stateSchema` and `inputSchema` use the same words: `type`, `properties`,
-`required`, `additionalProperties`, `items`, `enum`, `nullable`, `minimum`,
-`maximum`, `exclusiveMinimum`, `exclusiveMaximum` (booleans, as in OpenAPI 3.0),
-`minLength`, `maxLength`, `pattern`, `minItems`, `maxItems`,
-`x-kubernetes-preserve-unknown-fields`. Words that only document (`description`,
-`title`, `format`, `default`, `example`) are accepted and ignored. Any other word is
-refused by `check_schema`, so that a schema never silently checks less than it says.
+Template `inputSchema`, entity `stateSchema` and command `inputSchema` all use it. The
+words: `type`, `properties`, `required`, `items`, `additionalProperties` (a schema),
+`enum`, `format`, `nullable`, `minimum`, `maximum`, `exclusiveMinimum`, `exclusiveMaximum`
+(booleans, as in OpenAPI 3.0), `multipleOf`, `minLength`, `maxLength`, `pattern`,
+`minItems`, `maxItems`, `uniqueItems`, `minProperties`, `maxProperties`,
+`x-kubernetes-preserve-unknown-fields`; `description`, `title`, `default` and `example`
+only document. Any other word is refused by `check_schema`, so that a schema never
+silently checks less than it says.
 
-One departure from JSON Schema, on purpose: an object whose schema lists
-`properties` refuses fields it does not list (unless `additionalProperties` or
-`x-kubernetes-preserve-unknown-fields` says otherwise). The API server would prune
-such a field from a structural schema; for entity state, a dropped field would be a
-lost write, so it is refused with the list of known fields instead.
+`openapi-schema-validator`'s OAS 3.0 validator does the checking, both of values against a
+user's schema and of a user's schema against `META_SCHEMA` (the dialect written as a
+schema); this module turns Kubernetes' structural rules into that validator's terms and
+its errors into messages.
 
-Problems are reported as `<path>: <what is wrong>`, e.g. `input.amount: must be >= 1, got 0`.
+Where Kubernetes would prune, this dialect refuses, the way `kubectl apply
+--validate=strict` refuses unknown fields: stored state and inputs are not rewritten,
+and a silently dropped field would be a silently lost write.
+- An object whose schema lists `properties` refuses fields it does not list, unless
+  `x-kubernetes-preserve-unknown-fields: true`. An object schema without `properties` or
+  `additionalProperties` accepts any fields (Kubernetes would prune them all).
+- `null` is refused unless `nullable: true` (Kubernetes prunes it). A nullable field
+  accepts `null` whatever its other words say (its `enum` need not list null).
+- `properties` and `additionalProperties` together are refused, as in a CRD;
+  `additionalProperties` must be a schema (`false` is what unlisted fields get anyway).
+- Departures, on purpose: `type` may be omitted (any type); `uniqueItems: true` is
+  allowed (a CRD refuses it for its cost on large lists); `default` documents and is
+  checked against the schema, it is not filled in; `allOf`, `anyOf`, `oneOf`, `not`,
+  `x-kubernetes-int-or-string` and the other `x-kubernetes-*` words are refused.
+- `format` is checked for `CHECKED_FORMATS`; other formats only document (as in Kubernetes).
+
+Problems are reported as `<path>: <what is wrong>`, e.g. `input.amount: must be >= 1, got 0`,
+`input.items[2]: must be an integer, got "x"`.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
-import re
+from collections.abc import Iterable
 from typing import Any
 
+from openapi_schema_validator import OAS30Validator, oas30_format_checker
+
 TYPES = ("object", "array", "string", "integer", "number", "boolean")
-_CHECKING = {
-    "type",
-    "properties",
-    "required",
-    "additionalProperties",
-    "items",
-    "enum",
-    "nullable",
-    "minimum",
-    "maximum",
-    "exclusiveMinimum",
-    "exclusiveMaximum",
-    "minLength",
-    "maxLength",
-    "pattern",
-    "minItems",
-    "maxItems",
-    "x-kubernetes-preserve-unknown-fields",
-}
-_DOCUMENTING = {"description", "title", "format", "default", "example"}
+CHECKED_FORMATS = frozenset(
+    {"date", "date-time", "email", "ipv4", "ipv6", "uuid", "byte", "int32", "int64"}
+    | {"float", "double", "password"}
+)
+"""Formats whose values are checked; Kubernetes checks these too. Others only document."""
 MAX_PROBLEMS = 5
 """Reported problems per validation; the first ones are what a user fixes first."""
 
+_MESSAGE = "x-kurable-message"
+"""A META_SCHEMA node's own wording of its problem ({value} is the offending value)."""
+_NUMBER = {"type": "number", _MESSAGE: "must be a number"}
+_COUNT = {"type": "integer", "minimum": 0, _MESSAGE: "must be a non-negative integer"}
+_FLAG = {"type": "boolean", _MESSAGE: "must be true or false"}
+_NOTE = {"type": "string", _MESSAGE: "must be a string"}
+META_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    _MESSAGE: "a schema must be an object, got {value}",
+    "properties": {
+        "type": {"type": "string", "enum": list(TYPES)},
+        "properties": {"type": "object", "additionalProperties": {"$ref": "#"}},
+        "required": {
+            "type": "array",
+            "items": {"type": "string"},
+            _MESSAGE: "must be a list of property names",
+        },
+        "additionalProperties": {"$ref": "#"},
+        "items": {"$ref": "#"},
+        "enum": {"type": "array", _MESSAGE: "must be a list"},
+        "nullable": _FLAG,
+        "format": _NOTE,
+        "minimum": _NUMBER,
+        "maximum": _NUMBER,
+        "exclusiveMinimum": _FLAG,
+        "exclusiveMaximum": _FLAG,
+        "multipleOf": {
+            "type": "number",
+            "minimum": 0,
+            "exclusiveMinimum": True,
+            _MESSAGE: "must be a number > 0",
+        },
+        "minLength": _COUNT,
+        "maxLength": _COUNT,
+        "pattern": {
+            "type": "string",
+            "format": "regex",
+            _MESSAGE: "not a regular expression: {value}",
+        },
+        "minItems": _COUNT,
+        "maxItems": _COUNT,
+        "uniqueItems": _FLAG,
+        "minProperties": _COUNT,
+        "maxProperties": _COUNT,
+        "x-kubernetes-preserve-unknown-fields": _FLAG,
+        "description": _NOTE,
+        "title": _NOTE,
+        "default": {},
+        "example": {},
+    },
+    "additionalProperties": False,
+    "not": {
+        "type": "object",
+        "required": ["properties", "additionalProperties"],
+        _MESSAGE: "properties and additionalProperties cannot be used together (as in a "
+        "CRD): list every field in properties, or give one schema for all values",
+    },
+}
+"""The dialect as an OpenAPI 3.0 schema: what `check_schema` holds a user's schema to."""
+
+_META = OAS30Validator(META_SCHEMA, format_checker=oas30_format_checker)
+
 
 def check_schema(schema: Any, where: str) -> list[str]:
-    """Problems with a schema itself (unknown words, wrong shapes), located at `where`."""
-    if not isinstance(schema, dict):
-        return [f"{where}: a schema must be an object, got {_show(schema)}"]
-    problems: list[str] = []
-    unknown = sorted(set(schema) - _CHECKING - _DOCUMENTING)
-    if unknown:
-        problems.append(f"{where}: unsupported schema keyword(s) {', '.join(unknown)}")
-    kind = schema.get("type")
-    if kind is not None and kind not in TYPES:
-        problems.append(f"{where}.type: must be one of {', '.join(TYPES)}, got {_show(kind)}")
-    properties = schema.get("properties", {})
-    if not isinstance(properties, dict):
-        problems.append(f"{where}.properties: must be an object")
-    else:
-        for name, sub in properties.items():
-            problems += check_schema(sub, f"{where}.properties.{name}")
-    required = schema.get("required", [])
-    if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
-        problems.append(f"{where}.required: must be a list of property names")
-    additional = schema.get("additionalProperties")
-    if additional is not None and not isinstance(additional, bool):
-        problems += check_schema(additional, f"{where}.additionalProperties")
-    if "items" in schema:
-        problems += check_schema(schema["items"], f"{where}.items")
-    if "enum" in schema and not isinstance(schema["enum"], list):
-        problems.append(f"{where}.enum: must be a list")
-    for word in ("minimum", "maximum"):
-        if word in schema and not _is_number(schema[word]):
-            problems.append(f"{where}.{word}: must be a number")
-    for word in ("minLength", "maxLength", "minItems", "maxItems"):
-        if word in schema and not (isinstance(schema[word], int) and schema[word] >= 0):
-            problems.append(f"{where}.{word}: must be a non-negative integer")
-    if "pattern" in schema:
-        try:
-            re.compile(schema["pattern"])
-        except (re.error, TypeError) as e:
-            problems.append(f"{where}.pattern: not a regular expression ({e})")
-    return problems
+    """Problems with a schema itself (unknown words, wrong shapes), each located under `where`.
+
+    `schema` is any JSON value; `where` names it (`spec.stateSchema`). Returns at most
+    MAX_PROBLEMS messages, empty when the schema is usable by `validate`.
+    """
+    problems = _messages(_META.iter_errors(schema), where, meta=True)
+    return problems or _unfit_defaults(schema, where)[:MAX_PROBLEMS]
 
 
 def validate(schema: dict[str, Any], value: Any, path: str) -> list[str]:
-    """Problems of `value` against `schema` (at most MAX_PROBLEMS), each naming its path."""
-    problems: list[str] = []
-    _validate(schema, value, path, problems)
-    return problems[:MAX_PROBLEMS]
+    """Problems of `value` against `schema` (at most MAX_PROBLEMS), each naming its path.
+
+    `schema` must have passed `check_schema`; `path` names the value (`input`, `state`).
+    """
+    checker = OAS30Validator(_structural(schema), format_checker=oas30_format_checker)
+    return _messages(checker.iter_errors(value), path, meta=False)
 
 
-def _validate(schema: dict[str, Any], value: Any, path: str, out: list[str]) -> None:
-    if len(out) >= MAX_PROBLEMS:
-        return
-    if value is None:
-        if schema.get("nullable") or not schema.get("type"):
-            return
-        out.append(f"{path}: must be {_article(schema['type'])}, got null")
-        return
-    kind = schema.get("type")
-    if kind is not None and not _has_type(value, kind):
-        out.append(f"{path}: must be {_article(kind)}, got {_show(value)}")
-        return
-    if "enum" in schema and value not in schema["enum"]:
-        choices = ", ".join(_show(c) for c in schema["enum"])
-        out.append(f"{path}: must be one of {choices}, got {_show(value)}")
-    if _is_number(value):
-        _check_bounds(schema, value, path, out)
-    if isinstance(value, str):
-        _check_length(schema, len(value), "characters", "minLength", "maxLength", path, out)
-        pattern = schema.get("pattern")
-        if pattern is not None and not re.search(pattern, value):
-            out.append(f"{path}: must match {pattern!r}, got {_show(value)}")
-    if isinstance(value, list):
-        _check_length(schema, len(value), "items", "minItems", "maxItems", path, out)
-        items = schema.get("items")
-        if isinstance(items, dict):
-            for i, item in enumerate(value):
-                _validate(items, item, f"{path}[{i}]", out)
-    if isinstance(value, dict):
-        _check_object(schema, value, path, out)
-
-
-def _check_object(schema: dict[str, Any], value: dict[str, Any], path: str, out: list[str]) -> None:
-    properties: dict[str, Any] = schema.get("properties") or {}
-    for name in schema.get("required") or []:
-        if name not in value:
-            out.append(f"{path}.{name}: required")
-    additional = schema.get("additionalProperties")
-    for name, item in value.items():
-        if name in properties:
-            _validate(properties[name], item, f"{path}.{name}", out)
-        elif isinstance(additional, dict):
-            _validate(additional, item, f"{path}.{name}", out)
-        elif additional is False or (
-            properties
-            and additional is None
-            and not schema.get("x-kubernetes-preserve-unknown-fields")
+def _structural(schema: Any) -> Any:
+    """`schema` in the validator's terms: unknown fields refused, unchecked formats dropped."""
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: v for k, v in schema.items() if k != "format" or v in CHECKED_FORMATS}
+    if isinstance(schema.get("properties"), dict):
+        out["properties"] = {k: _structural(v) for k, v in schema["properties"].items()}
+        if "additionalProperties" not in schema and not schema.get(
+            "x-kubernetes-preserve-unknown-fields"
         ):
-            # Structural schemas prune unknown fields; here they are refused instead,
-            # because a silently dropped field would be a silently lost write.
-            known = ", ".join(sorted(properties)) or "none"
-            out.append(f"{path}.{name}: unknown field (known: {known})")
+            out["additionalProperties"] = False
+    for word in ("items", "additionalProperties"):
+        if isinstance(schema.get(word), dict):
+            out[word] = _structural(schema[word])
+    return out
 
 
-def _check_bounds(schema: dict[str, Any], value: float, path: str, out: list[str]) -> None:
-    low, high = schema.get("minimum"), schema.get("maximum")
-    if low is not None:
-        if schema.get("exclusiveMinimum") and not value > low:
-            out.append(f"{path}: must be > {low}, got {_show(value)}")
-        elif value < low:
-            out.append(f"{path}: must be >= {low}, got {_show(value)}")
-    if high is not None:
-        if schema.get("exclusiveMaximum") and not value < high:
-            out.append(f"{path}: must be < {high}, got {_show(value)}")
-        elif value > high:
-            out.append(f"{path}: must be <= {high}, got {_show(value)}")
+def _unfit_defaults(schema: dict[str, Any], where: str) -> list[str]:
+    """Problems of every `default` against the schema it stands in (a CRD refuses them too)."""
+    problems = []
+    if "default" in schema:
+        problems += validate(schema, schema["default"], f"{where}.default")
+    for name, sub in (schema.get("properties") or {}).items():
+        problems += _unfit_defaults(sub, f"{where}.properties.{name}")
+    for word in ("items", "additionalProperties"):
+        if word in schema:
+            problems += _unfit_defaults(schema[word], f"{where}.{word}")
+    return problems
 
 
-def _check_length(
-    schema: dict[str, Any], size: int, unit: str, low: str, high: str, path: str, out: list[str]
-) -> None:
-    if low in schema and size < schema[low]:
-        out.append(f"{path}: must have at least {schema[low]} {unit}, got {size}")
-    if high in schema and size > schema[high]:
-        out.append(f"{path}: must have at most {schema[high]} {unit}, got {size}")
+def _messages(errors: Iterable[Any], root: str, *, meta: bool) -> list[str]:
+    """The validator's errors as `<root><path>: <what to fix>`, unique, at most MAX_PROBLEMS.
+
+    A value of the wrong type gets only that complaint, not every rule its type would fail.
+    """
+    found = list(itertools.islice(errors, 10 * MAX_PROBLEMS))
+    mistyped = {tuple(e.absolute_path) for e in found if e.validator == "type"}
+    out: list[str] = []
+    for error in found:
+        if error.validator != "type" and tuple(error.absolute_path) in mistyped:
+            continue
+        for message in _explain(error, root, meta=meta):
+            if message not in out:
+                out.append(message)
+    return out[:MAX_PROBLEMS]
 
 
-def _has_type(value: Any, kind: str) -> bool:
-    if kind == "object":
-        return isinstance(value, dict)
-    if kind == "array":
-        return isinstance(value, list)
-    if kind == "string":
-        return isinstance(value, str)
-    if kind == "boolean":
-        return isinstance(value, bool)
-    if kind == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "number":
-        return _is_number(value)
-    return False
+def _explain(error: Any, root: str, *, meta: bool) -> list[str]:
+    """The messages for one validator error (several for several unknown fields)."""
+    where = root + _path(error.absolute_path)
+    value, schema, rule, word = error.instance, error.schema, error.validator_value, error.validator
+    if meta and word == "not":
+        return [f"{where}: {rule[_MESSAGE]}"]
+    if meta and word == "type" and _ends_in_word(error.absolute_path, "additionalProperties"):
+        return [
+            f"{where}: must be a schema for the values of fields, got {_show(value)} (as in a "
+            "CRD; fields not listed in properties are refused already)"
+        ]
+    if meta and word != "additionalProperties" and _MESSAGE in schema:
+        return [f"{where}: {schema[_MESSAGE].format(value=_show(value))}"]
+    if value is None and schema.get("nullable") is True:
+        return []  # a nullable field accepts null whatever its other words say
+    if meta and word == "additionalProperties":
+        unknown = sorted(set(value) - set(schema["properties"]))
+        return [f"{where}: unsupported schema keyword(s) {', '.join(unknown)}"]
+    if word == "additionalProperties":
+        known = ", ".join(sorted(schema.get("properties") or {})) or "none"
+        unknown = sorted(set(value) - set(schema.get("properties") or {}))
+        return [f"{where}.{name}: unknown field (known: {known})" for name in unknown]
+    if word == "required":
+        return [f"{where}.{name}: required" for name in rule if name not in value]
+    if word == "type":
+        return [f"{where}: must be {_article(rule)}, got {_show(value)}"]
+    if word == "enum":
+        choices = ", ".join(str(c) if meta else _show(c) for c in rule)
+        return [f"{where}: must be one of {choices}, got {_show(value)}"]
+    if word == "minimum":
+        op = ">" if schema.get("exclusiveMinimum") else ">="
+        return [f"{where}: must be {op} {rule}, got {_show(value)}"]
+    if word == "maximum":
+        op = "<" if schema.get("exclusiveMaximum") else "<="
+        return [f"{where}: must be {op} {rule}, got {_show(value)}"]
+    if word in _SIZES:
+        bound, unit = _SIZES[word]
+        return [f"{where}: must have {bound} {rule} {unit}, got {len(value)}"]
+    if word == "pattern":
+        return [f"{where}: must match {rule!r}, got {_show(value)}"]
+    if word == "format":
+        return [f"{where}: must be a valid {rule}, got {_show(value)}"]
+    if word == "multipleOf":
+        return [f"{where}: must be a multiple of {rule}, got {_show(value)}"]
+    if word == "uniqueItems":
+        return [f"{where}: must not repeat items"]
+    return [f"{where}: {error.message}"]
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+_SIZES = {
+    "minLength": ("at least", "characters"),
+    "maxLength": ("at most", "characters"),
+    "minItems": ("at least", "items"),
+    "maxItems": ("at most", "items"),
+    "minProperties": ("at least", "fields"),
+    "maxProperties": ("at most", "fields"),
+}
 
 
-def _article(kind: str) -> str:
-    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+def _ends_in_word(parts: Iterable[Any], word: str) -> bool:
+    """Whether a path into a schema ends in the schema word `word`, not a property name."""
+    last, naming = None, False
+    for part in parts:
+        last, naming = (None, False) if naming else (part, part == "properties")
+    return last == word
+
+
+def _path(parts: Iterable[Any]) -> str:
+    """`.items[2].name` from ("items", 2, "name")."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
+
+
+def _article(kind: Any) -> str:
+    kind = str(kind)
+    return f"an {kind}" if kind[:1] in ("a", "e", "i", "o", "u") else f"a {kind}"
 
 
 def _show(value: Any) -> str:

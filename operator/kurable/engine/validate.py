@@ -13,6 +13,7 @@ and more:
 - every `next` and `onFailure.goto` names a step of its own scope: a jump moves within
   one list of steps (the run's, or one branch's), as `decide.child_scopes` runs them;
 - durations parse, literal `sleep.until` timestamps carry a UTC offset;
+- a template's `inputSchema` is a schema of the one dialect (`engine.schema`);
 - fields that do nothing are refused rather than silently ignored;
 - keys `"true"`/`"false"` in `set`, `output`, `input` and schema `properties` are
   refused: they are YAML 1.1's reading of an unquoted `y`/`n`/`yes`/`no`/`on`/`off`.
@@ -35,7 +36,7 @@ from pydantic import BaseModel, ValidationError
 from kurable.api.v1alpha1 import Step, WorkflowSpec, WorkflowTemplateSpec, parse_duration
 from kurable.api.v1alpha1.workflow import ACTIONS, Backoff, Retry
 
-from . import expressions
+from . import expressions, schema
 
 PERFORMED = frozenset({"set", "sleep", "wait", "parallel", "http", "workflow", "entity"})
 """Step kinds a run performs: the engine's own (set, sleep, wait, parallel) and the
@@ -149,7 +150,11 @@ def definition_problems(
     if isinstance(definition, WorkflowSpec):
         check.boolean_keys(definition.input, f"{root}.input")
     elif definition.input_schema is not None:
-        check.problems += schema_boolean_keys(definition.input_schema, f"{root}.inputSchema")
+        # A YAML 1.1 key explains the schema's other complaints (`required: [false]`).
+        where = f"{root}.inputSchema"
+        check.problems += schema_boolean_keys(definition.input_schema, where) or [
+            Problem("", p) for p in schema.check_schema(definition.input_schema, where)
+        ]
     return check.problems
 
 

@@ -22,7 +22,6 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import jsonschema
 from pydantic import ValidationError
 
 from kurable.api.v1alpha1 import (
@@ -32,6 +31,7 @@ from kurable.api.v1alpha1 import (
     WorkflowTemplateSpec,
 )
 from kurable.engine import decide, expressions, records, validate
+from kurable.engine import schema as user_schema
 from kurable.engine.journal import (
     Record,
     RunState,
@@ -489,16 +489,11 @@ def check_expressions(definition: WorkflowSpec | WorkflowTemplateSpec, where: st
 
 
 def _check_input(schema: dict[str, Any], value: Any) -> None:
-    try:
-        jsonschema.Draft202012Validator.check_schema(schema)
-    except jsonschema.SchemaError as e:
-        raise _Invalid(f"the template's inputSchema is not a valid schema: {e.message}") from None
-    errors = sorted(
-        jsonschema.Draft202012Validator(schema).iter_errors(value),
-        key=lambda e: list(e.absolute_path),
-    )
-    if errors:
-        problems = [f"{_json_path('spec.input', e.absolute_path)}: {e.message}" for e in errors[:5]]
+    problems = user_schema.check_schema(schema, "inputSchema")
+    if problems:
+        raise _Invalid("the template's inputSchema is not a valid schema: " + "; ".join(problems))
+    problems = user_schema.validate(schema, value, "spec.input")
+    if problems:
         raise _Invalid("input does not match the template's inputSchema: " + "; ".join(problems))
 
 

@@ -9,27 +9,19 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import jsonschema
 import kopf
 
 from kurable.api.v1alpha1 import GROUP, VERSION, WORKFLOW_TEMPLATE
 from kurable.engine.conditions import updated_condition
 from kurable.engine.journal import now_rfc3339
-from kurable.engine.validate import Problem, describe, template_problems
+from kurable.engine.validate import describe, template_problems
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 
 def verdict(spec: dict[str, Any]) -> str | None:
     """None when the definition is valid, else every problem and what to fix."""
-    problems = template_problems(spec)
-    input_schema = spec.get("inputSchema")
-    if isinstance(input_schema, dict):
-        try:
-            jsonschema.Draft202012Validator.check_schema(input_schema)
-        except jsonschema.SchemaError as e:
-            problems.append(Problem("spec.inputSchema", e.message))
-    return describe(problems) or None
+    return describe(template_problems(spec)) or None
 
 
 @kopf.on.resume(GROUP, VERSION, WORKFLOW_TEMPLATE.plural)
