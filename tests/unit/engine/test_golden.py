@@ -50,6 +50,20 @@ def _summary(decision: decide.Decision) -> dict[str, Any]:
     return {"done": {}}
 
 
+def _path(summary: dict[str, Any]) -> dict[str, Any]:
+    """The decision with an expression error's message cut to its field and expression.
+
+    The problem's wording is the CEL library's (reworded when the library changed, issue 10):
+    it is not part of the path a replay must take again, the field and the expression are.
+    """
+    error = summary.get("commit", {}).get("data", {}).get("error")
+    if not error or "ExpressionError" not in (error.get("kind"), error.get("reason")):
+        return summary
+    cut = error["message"].split("': ", 1)[0]
+    data = {**summary["commit"]["data"], "error": {**error, "message": cut}}
+    return {"commit": {**summary["commit"], "data": data}}
+
+
 def _committed(wire: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in wire.items() if k not in ("seq", "at", "executor")}
 
@@ -94,7 +108,7 @@ def test_a_golden_journal_replays_to_the_same_decisions_and_status(path: Path) -
             continue
         flags = decide.Flags(**entry["flags"])
         decision = decide.next_decision(fold(prefix), now, flags, frozenset(entry["busy"]))
-        assert _summary(decision) == entry["decision"], where
+        assert _path(_summary(decision)) == _path(entry["decision"]), where
         if isinstance(decision, decide.Commit):
             assert entry["decision"]["commit"] == _committed(wire[entry["records"]]), where
         if isinstance(decision, decide.Act):
