@@ -32,6 +32,7 @@ from kurable.api.v1alpha1 import (
 )
 from kurable.engine import decide, expressions, records, validate
 from kurable.engine import schema as user_schema
+from kurable.engine.conditions import updated_condition
 from kurable.engine.journal import (
     Record,
     RunState,
@@ -271,16 +272,19 @@ class Run:
 
     async def _stalled(self, reason: str, message: str) -> None:
         """Say in status why no progress is possible (instead of hanging silently)."""
-        conditions = [
-            {
-                "type": "Stalled",
-                "status": "True",
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": now_rfc3339(),
-            },
-        ]
-        phase = (self.object.get("status") or {}).get("phase") or "Pending"
+        previous = self.object.get("status") or {}
+        generation = self.object.get("metadata", {}).get("generation")
+        stalled = updated_condition(
+            "Stalled",
+            "True",
+            reason,
+            message,
+            generation,
+            previous.get("conditions"),
+            now_rfc3339(),
+        )
+        conditions = [stalled.to_status()]
+        phase = previous.get("phase") or "Pending"
         status = {"phase": phase, "message": message, "conditions": conditions}
         if self.last_status != status:
             await self.runtime.patch_status(WORKFLOW, self.ref.namespace, self.ref.name, status)
