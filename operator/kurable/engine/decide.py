@@ -19,12 +19,13 @@ order of completion, each with its own retry.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from kurable.api.v1alpha1 import Step, WorkflowSpec, parse_duration
+from kurable.api.v1alpha1 import Step, WorkflowSpec, duration_seconds
 from kurable.api.v1alpha1.workflow import Retry
 
 from . import expressions
@@ -37,6 +38,10 @@ MAX_TRANSITIONS = 10_000
 
 COMPENSATE_SUFFIX = ":compensate"
 """Compensation steps are journaled as `<step>:compensate` (no user name has a colon)."""
+
+HORIZON = timedelta(days=365_000)
+"""The longest delay, timeout or sleep the engine schedules (about 1000 years): a longer
+one means never, and `now + HORIZON` stays inside what a datetime can hold."""
 
 # Error kinds retried when `retryOn` does not say otherwise.
 RETRYABLE = frozenset({"Timeout", "ConnectionError", "HttpServerError", "Unavailable"})
@@ -82,7 +87,14 @@ class Act:
 
 @dataclass(frozen=True)
 class Wait:
-    """Nothing to do before `until` (None: until something outside changes)."""
+    """Nothing to do before `until` (None: until something outside changes).
+
+    `until` is the earliest of the wait's own time (a timer, a retry) and every deadline
+    that could end it: the run's (`spec.timeout`, while the run is not already failing)
+    and the step's (its attempt deadline, from `timeout` or `wait.timeout`). The executor
+    sleeps until then at most, and asks again: a deadline never waits for an unrelated
+    change to be noticed.
+    """
 
     until: datetime | None
     reason: str
@@ -138,10 +150,34 @@ def start_record(
         "first": steps[0].name if steps else None,
     }
     if definition.timeout:
-        data["deadline"] = now_rfc3339(now + parse_duration(definition.timeout))
+        data["deadline"] = now_rfc3339(_later(now, definition.timeout))
     if template is not None:
         data["template"] = template
     return Commit("WorkflowStarted", data=r.WorkflowStarted.model_validate(data))
+
+
+def waiting_to_start(
+    timeout: str | None, created: datetime, now: datetime, reason: str
+) -> Commit | Wait:
+    """A run that cannot start yet (its WorkflowTemplate does not exist): wait, waking
+    up at its deadline, or fail it with reason `Timeout` once the deadline has passed.
+
+    Before the first record there is no pinned deadline: the run's `timeout` (the inline
+    `spec.timeout`; a template's own timeout is not known yet) counts from `created`, the
+    object's creationTimestamp, so that a run waiting for a template that never comes
+    ends. Returns a `WorkflowFinished` commit (phase Failed, reason Timeout) or a Wait.
+    """
+    try:
+        deadline = _later(created, timeout) if timeout is not None else None
+    except ValueError:
+        deadline = None  # not a duration: the API server refuses it; validation says so
+    if deadline is None:
+        return Wait(None, reason)
+    if now < deadline:
+        return Wait(deadline, reason)
+    message = f"the workflow timed out ({timeout}) before it could start: {reason}"
+    error = {"step": None, "reason": "Timeout", "message": message}
+    return _finish("Failed", "Timeout", error=error)
 
 
 def next_decision(
@@ -152,11 +188,34 @@ def next_decision(
     `busy` names the steps whose action the executor is performing right now (their
     outcome is not journaled yet); the engine looks for other work meanwhile, which is
     how the branches of a `parallel` step act at the same time.
+
+    The run's deadline (`spec.timeout`, counted from the start) keeps running while the
+    run is suspended, as Argo's `activeDeadlineSeconds` and Temporal's workflow execution
+    timeout keep running while a workflow is paused: a suspended run past its deadline
+    fails with reason `Timeout`, and its compensations run (they are not paused by
+    `suspend`, which pauses only forward progress).
+
+    An exception inside the engine is a bug in Kurable or a definition it let through,
+    not an outage: instead of raising (the executor would retry forever), the run fails
+    with reason `InternalError` and the exception's message.
     """
     if state.finished:
         return Done()
     assert state.spec is not None, "a run's journal starts with WorkflowStarted"
+    try:
+        return _next(state, now, flags, busy)
+    except Exception as e:  # noqa: BLE001 - any bug must end the run, not loop it
+        message = f"internal error while deciding: {type(e).__name__}: {e}"
+        if state.failing is None:
+            return _run_failing("Failed", state.position, "InternalError", message)
+        # Compensating failed inside the engine: compensating again would fail again.
+        cause = state.failing.get("error")
+        error = {"reason": "InternalError", "message": message, "cause": cause}
+        return _finish(state.failing["phase"], "InternalError", error=error)
 
+
+def _next(state: RunState, now: datetime, flags: Flags, busy: frozenset[str]) -> Decision:
+    assert state.spec is not None
     if state.failing is None:
         if flags.cancel:
             return _run_failing("Cancelled", None, "Cancelled", "spec.cancel is true")
@@ -205,22 +264,37 @@ def evaluation_context(state: RunState, scope: Scope | None = None) -> dict[str,
 
 
 def backoff_delay(retry: Retry, attempt: int, key: str) -> timedelta:
-    """Delay before attempt `attempt + 1`: initial*factor^(attempt-1), capped, jittered.
+    """Delay before attempt `attempt + 1` (attempt >= 1), in [d * (1 - jitter), d] where
+    d = min(max, initial * factor^(attempt - 1)): `max` is the longest delay, jitter only
+    shortens it.
 
-    The jitter comes from a hash of `key` and the attempt, not from a random source,
-    so that replaying a journal decides exactly the same retry time.
+    This is the capped exponential backoff of the AWS Architecture Blog's "Exponential
+    Backoff and Jitter" (Marc Brooker, 2015) with the jitter as a fraction: `jitter: 1`
+    is its "full jitter" (uniform in [0, d]), `jitter: 0.5` its "equal jitter" (d/2 plus
+    uniform in [0, d/2]), `jitter: 0` no jitter. The cap is applied before
+    exponentiating (in logarithms), so no attempt number overflows, and the delay is at
+    most `HORIZON`. The jitter comes from a hash of `key` and the attempt, not from a
+    random source, so that replaying a journal decides exactly the same retry time.
+    Defaults without `backoff`: initial 1s, factor 2, max 5m, jitter 0.1.
     """
     backoff = retry.backoff
     if backoff is None:
         initial, factor, cap, jitter = 1.0, 2.0, 300.0, 0.1
     else:
-        initial = parse_duration(backoff.initial).total_seconds()
-        factor, jitter = backoff.factor, backoff.jitter
-        cap = parse_duration(backoff.max).total_seconds()
-    base = min(cap, initial * factor ** (attempt - 1))
+        initial = duration_seconds(backoff.initial)
+        factor, jitter = backoff.factor, min(1.0, max(0.0, backoff.jitter))
+        cap = duration_seconds(backoff.max)
+    cap = min(cap, HORIZON.total_seconds())
+    exponent = max(0, attempt - 1)
+    if initial <= 0.0 or cap <= 0.0:
+        base = 0.0
+    elif initial >= cap or exponent * math.log(factor) >= math.log(cap / initial):
+        base = cap
+    else:
+        base = min(cap, initial * factor**exponent)  # < cap, so it did not overflow
     digest = hashlib.sha256(f"{key}/{attempt}".encode()).digest()
     unit = int.from_bytes(digest[:8], "big") / 2**64  # in [0, 1)
-    return timedelta(seconds=max(0.0, base * (1 + jitter * (2 * unit - 1))))
+    return timedelta(seconds=min(base, max(0.0, base * (1.0 - jitter * unit))))
 
 
 def retry_policy(state: RunState, step: Step) -> Retry:
@@ -329,6 +403,10 @@ def _find(state: RunState, scope: Scope, name: str) -> Step | None:
 
 def _forward(state: RunState, now: datetime, flags: Flags, busy: frozenset[str]) -> Decision:
     if state.position is None:
+        if flags.suspend:
+            # Finishing is the step after the last: a suspended run does not finish
+            # (nor compute its output) until it is resumed, or its deadline fails it.
+            return _wait(state, None, "Suspended")
         return _finish_succeeded(state)
     if state.transitions >= MAX_TRANSITIONS:
         return _run_failing(
@@ -358,7 +436,7 @@ def _advance(
     """The next thing to do for `step`, the current step of `scope`."""
     current = state.step(step.name)
     if step.name in busy:
-        return Wait(None, f"performing {step.name}")
+        return _performing(state, current, now)
     if step.parallel is not None or step.for_each is not None:
         if current.in_flight:
             return _fan(state, scope, step, current, now, flags, busy)
@@ -367,7 +445,8 @@ def _advance(
 
     # A new visit of the step.
     if flags.suspend:
-        return Wait(None, "Suspended")
+        # Suspended still wakes up for the run's deadline (see next_decision).
+        return _wait(state, None, "Suspended")
     context = evaluation_context(state, scope)
     if step.when is not None:
         try:
@@ -477,19 +556,17 @@ def _begin(
             commit = replace(commit, data=commit.data.model_copy(update={"vars": values}))
         return commit
 
-    if step.sleep is not None:
-        try:
-            wake_at = _wake_time(step, context, now)
-        except (ValueError, expressions.ExpressionError) as e:
-            error = StepError("InvalidTimer", f"{step.name}.sleep: {e}")
-            return _failed(state, scope, step, attempt, error, now, compensating)
-        started = r.StepStarted(wake_at=wake_at, **_thread(scope))
-        return Commit("StepStarted", step.name, attempt, started)
-
     data: dict[str, Any] = _thread(scope)
     deadline = _attempt_deadline(state, step, now)
     if deadline is not None:
         data["deadline"] = now_rfc3339(deadline)
+    if step.sleep is not None:
+        try:
+            wake_at = _wake_time(step, context, now)
+        except (ValueError, OverflowError, expressions.ExpressionError) as e:
+            error = StepError("InvalidTimer", f"{step.name}.sleep: {e}")
+            return _failed(state, scope, step, attempt, error, now, compensating)
+        return Commit("StepStarted", step.name, attempt, r.StepStarted(wake_at=wake_at, **data))
     if step.wait is not None:
         data["signal"] = step.wait.signal
     return Commit("StepStarted", step.name, attempt, r.StepStarted(**data))
@@ -511,15 +588,18 @@ def _continue(
             return _wait(state, due, f"retrying {step.name} at {current.wake_at}")
         return _begin(state, scope, step, current.attempts + 1, now, compensating)
 
+    deadline = parse_time(current.deadline) if current.deadline else None
     if step.sleep is not None:
         assert current.wake_at is not None
         due = parse_time(current.wake_at)
         if now < due:
-            return _wait(state, due, f"sleeping until {current.wake_at}")
+            if deadline is not None and now >= deadline:
+                error = StepError("Timeout", f"attempt {current.attempts} timed out")
+                return _failed(state, scope, step, current.attempts, error, now, compensating)
+            return _wait(state, due, f"sleeping until {current.wake_at}", deadline)
         woke = {"wokeAt": now_rfc3339(now)}
         return _complete(state, scope, step, current.attempts, woke, compensating)
 
-    deadline = parse_time(current.deadline) if current.deadline else None
     if step.wait is not None:
         signal = state.pending_signal(step.wait.signal)
         if signal is not None:
@@ -608,7 +688,7 @@ def _compensate(state: RunState, now: datetime, busy: frozenset[str]) -> Decisio
         scope = Scope(None, (undo,))
         current = state.step(undo.name)
         if undo.name in busy:
-            return Wait(None, f"performing {undo.name}")
+            return _performing(state, current, now)
         if current.in_flight or current.phase == "Retrying":
             return _continue(state, scope, undo, current, now, compensating=name)
         if current.phase == "Failed":
@@ -653,24 +733,43 @@ def _attempt_deadline(state: RunState, step: Step, now: datetime) -> datetime | 
     candidates = []
     timeout = step.timeout or (step.wait.timeout if step.wait else None)
     if timeout:
-        candidates.append(now + parse_duration(timeout))
+        candidates.append(_later(now, timeout))
     if state.deadline and state.failing is None:
         candidates.append(parse_time(state.deadline))
     return min(candidates) if candidates else None
 
 
-def _wait(state: RunState, until: datetime | None, reason: str) -> Wait:
-    """Wait, but wake up for the run's deadline too."""
+def _wait(
+    state: RunState, until: datetime | None, reason: str, step_deadline: datetime | None = None
+) -> Wait:
+    """Wait until `until`, but wake up for the step's deadline and the run's (unless the
+    run is failing already: compensations are not bound by the run's deadline)."""
+    times = [t for t in (until, step_deadline) if t is not None]
     if state.deadline is not None and state.failing is None:
-        deadline = parse_time(state.deadline)
-        until = deadline if until is None else min(until, deadline)
-    return Wait(until, reason)
+        times.append(parse_time(state.deadline))
+    return Wait(min(times) if times else None, reason)
+
+
+def _performing(state: RunState, current: StepState, now: datetime) -> Wait:
+    """The executor is performing `current`'s attempt: wait for it to return. It enforces
+    the attempt's deadline itself (`Act.deadline`); once that has passed, only its return
+    can change anything, so the wait no longer wakes up for it."""
+    deadline = parse_time(current.deadline) if current.deadline else None
+    future = deadline if deadline is not None and deadline > now else None
+    return _wait(state, None, f"performing {current.name}", future)
+
+
+def _later(now: datetime, duration: str) -> datetime:
+    """`now` plus a duration of the spec, at most `HORIZON` later (a longer one never
+    arrives anyway, and would overflow a datetime)."""
+    seconds = min(duration_seconds(duration), HORIZON.total_seconds())
+    return now + timedelta(seconds=seconds)
 
 
 def _wake_time(step: Step, context: dict[str, Any], now: datetime) -> str:
     assert step.sleep is not None
     if step.sleep.duration is not None:
-        return now_rfc3339(now + parse_duration(step.sleep.duration))
+        return now_rfc3339(_later(now, step.sleep.duration))
     until = expressions.render(step.sleep.until, context)
     if not isinstance(until, str):
         raise ValueError(f"until must be an RFC 3339 timestamp, got {until!r}")

@@ -39,6 +39,7 @@ from kurable.engine.journal import (
     apply,
     fold,
     now_rfc3339,
+    parse_time,
 )
 from kurable.engine.status import project
 from kurable.store.journal import Fenced, SlotTaken
@@ -167,10 +168,18 @@ class Run:
             try:
                 await self._start()
             except _NotYet as e:
-                await self._stalled("WaitingForTemplate", str(e))
-                await self._sleep(
-                    decide.Wait(None, str(e)), self.runtime.settings.template_retry_seconds
+                created = (self.object.get("metadata") or {}).get("creationTimestamp")
+                waiting = decide.waiting_to_start(
+                    (self.object.get("spec") or {}).get("timeout"),
+                    parse_time(created) if created else datetime.now(UTC),
+                    datetime.now(UTC),
+                    str(e),
                 )
+                if isinstance(waiting, decide.Commit):
+                    await self._commit(waiting)  # the run timed out before it started
+                    continue
+                await self._stalled("WaitingForTemplate", str(e))
+                await self._sleep(waiting, self.runtime.settings.template_retry_seconds)
         while not self.state.finished:
             await self._step_once()
         await self._publish(decide.Done(), force=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._base import API_VERSION, GROUP, VERSION, Condition, parse_duration
+from ._base import API_VERSION, GROUP, VERSION, Condition, duration_seconds, parse_duration
 from ._kinds import (
     ENTITY,
     ENTITY_TYPE,
@@ -40,5 +40,6 @@ __all__ = [
     "WorkflowStatus",
     "WorkflowTemplateSpec",
     "WorkflowTemplateStatus",
+    "duration_seconds",
     "parse_duration",
 ]

@@ -64,15 +64,22 @@ Duration = Annotated[
 """A duration written as Go and Kubernetes write them: `30s`, `1h30m`, `2d`."""
 
 
-def parse_duration(text: str) -> timedelta:
-    """Parse a duration such as `1h30m` or `500ms`; raise ValueError naming the text."""
+def duration_seconds(text: str) -> float:
+    """The seconds of a duration such as `1h30m` or `500ms`, as a float: finite for every
+    text the schema allows (64 characters at most), also those too long for a timedelta.
+    Raises ValueError naming the text when it is not a duration."""
     if not re.fullmatch(DURATION_PATTERN, text):
         raise ValueError(f"{text!r} is not a duration (use e.g. 500ms, 30s, 5m, 1h30m, 2d)")
-    seconds = sum(
+    return sum(
         float(m.group(1)[: -len(m.group(3))]) * _UNIT_SECONDS[m.group(3)]
         for m in _DURATION_RE.finditer(text)
     )
-    return timedelta(seconds=seconds)
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse a duration such as `1h30m` or `500ms`; raise ValueError naming the text, or
+    OverflowError when it exceeds a timedelta (about 2.7 million years)."""
+    return timedelta(seconds=duration_seconds(text))
 
 
 Name = Annotated[

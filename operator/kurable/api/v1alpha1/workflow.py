@@ -248,16 +248,18 @@ class ForEach(Model):
 
 
 class Backoff(Model):
-    """Delay between attempts: initial * factor^(attempt-1), capped at max, with jitter."""
+    """Delay between attempts: initial * factor^(attempt-1), capped at max, then jittered
+    down (never above max)."""
 
     initial: Duration = "1s"
     """Delay before the second attempt."""
     factor: Annotated[float, Field(ge=1.0, le=10.0)] = 2.0
     """Growth factor per attempt."""
     max: Duration = "5m"
-    """Longest delay."""
+    """Longest delay, jitter included."""
     jitter: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
-    """Random fraction added or removed (0.1 = +-10%)."""
+    """Random fraction of the capped delay removed: the delay is drawn from [d*(1-jitter), d]
+    (0.1 = up to 10% shorter; 1 = AWS's full jitter; 0.5 = equal jitter)."""
 
 
 class Retry(Model):
