@@ -282,21 +282,23 @@ def test_compensation_runs_exactly_the_completed_steps_in_reverse(
         assert state.reason == ("Compensated" if expected else "StepFailed")
 
 
-@given(
-    initial=st.floats(0.1, 10),
-    factor=st.floats(1, 5),
-    cap=st.integers(1, 600),
-    jitter=st.floats(0, 1),
-    attempt=st.integers(1, 30),
-)
-def test_backoff_stays_within_its_jittered_cap_and_is_deterministic(
-    initial: float, factor: float, cap: int, jitter: float, attempt: int
-) -> None:
-    retry = Retry(
-        max_attempts=50,
-        backoff=Backoff(initial=f"{initial:.3f}s", factor=factor, max=f"{cap}s", jitter=jitter),
-    )
-    delay = decide.backoff_delay(retry, attempt, "uid/step").total_seconds()
-    base = min(cap, round(initial, 3) * factor ** (attempt - 1))
-    assert base * (1 - jitter) - 1e-6 <= delay <= base * (1 + jitter) + 1e-6
-    assert delay == decide.backoff_delay(retry, attempt, "uid/step").total_seconds()
+def test_an_exception_inside_the_engine_fails_the_run_with_internal_error() -> None:
+    """A definition the API server would refuse (`timeout: soon`) but that reached the
+    engine anyway: deciding raised ValueError on every try, so the run looped forever."""
+    journal, decision = run(start({"steps": [http("call", timeout="soon")]}), T0)
+    assert isinstance(decision, decide.Done)
+    state = fold(journal)
+    assert state.phase == "Failed" and state.reason == "InternalError"
+    assert state.error is not None and "'soon' is not a duration" in state.error["message"]
+
+
+def test_an_exception_while_compensating_finishes_the_run_with_internal_error() -> None:
+    spec = {"steps": [http("book", compensate={"http": {"url": "http://u"}, "timeout": "soon"})]}
+    journal, act = run(start(spec), T0)
+    assert isinstance(act, decide.Act)
+    journal.append(to_record(decide.outcome(fold(journal), act, T0, {}), len(journal), T0))
+    journal, decision = run(journal, T0, decide.Flags(cancel=True))
+    assert isinstance(decision, decide.Done)
+    state = fold(journal)
+    assert state.phase == "Cancelled" and state.reason == "InternalError"
+    assert state.error is not None and state.error["cause"]["reason"] == "Cancelled"
