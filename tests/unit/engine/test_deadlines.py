@@ -32,9 +32,7 @@ def finish_at(journal: list[Record], now: datetime, flags: decide.Flags) -> list
 FIELD_REPORT = {"timeout": "6s", "steps": [{"name": "nap", "sleep": {"duration": "2s"}}]}
 
 
-def test_field_report_a_run_suspended_during_its_sleep_fails_with_timeout_at_its_deadline() -> (
-    None
-):
+def test_field_report_a_run_suspended_during_its_sleep_fails_with_timeout_at_its_deadline() -> None:
     journal, decision = run(start(FIELD_REPORT), T0)
     assert decision == decide.Wait(seconds(2), "sleeping until 2026-01-01T12:00:02.000000Z")
     # `kubectl patch ... spec.suspend=true` at 1 s; the timer still fires at 2 s.

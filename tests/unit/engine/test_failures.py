@@ -9,7 +9,6 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kurable.api.v1alpha1.workflow import Backoff, Retry
 from kurable.engine import decide
 from kurable.engine.decide import StepError
 from kurable.engine.journal import Record, fold
