@@ -151,6 +151,45 @@ def test_suspend_pauses_before_the_next_step_and_resume_continues(
     assert [s["name"] for s in wf["status"]["steps"]] == ["a", "b"]
 
 
+def test_a_run_suspended_past_its_deadline_fails_with_timeout_and_compensates(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    """Field report (issue 10): `spec.timeout: 6s`, one 2 s sleep, `spec.suspend=true`
+    patched during the sleep. The run stayed Suspended past its deadline until an
+    unrelated change woke it; the deadline keeps running while suspended."""
+    apply(
+        control_plane,
+        namespace,
+        workflow(
+            "late",
+            timeout="6s",
+            steps=[
+                {"name": "nap", "sleep": {"duration": "2s"}, "compensate": {"set": {"undone": 1}}}
+            ],
+        ),
+    )
+    wf = eventually(
+        lambda: get(control_plane, namespace, "workflow/late"),
+        lambda w: (w.get("status") or {}).get("currentStep") == "nap",
+        30,
+        "the sleep to start",
+    )
+    control_plane.kubectl(
+        "patch", "-n", namespace, "workflow/late", "--type=merge", "-p",
+        '{"spec":{"suspend":true}}',
+    )  # fmt: skip
+    # Nothing else changes the object: only the deadline can end the run.
+    wf = wait_phase(control_plane, namespace, "late", ("Failed", "Succeeded"), timeout=60)
+    assert wf["status"]["phase"] == "Failed", wf["status"]
+    records = journal(control_plane, wf["metadata"]["uid"])
+    failing = next(r for r in records if r.type == "RunFailing")
+    assert failing.data["error"]["reason"] == "Timeout"
+    undone = [r for r in records if r.type == "StepCompleted" and r.data.get("of") == "nap"]
+    assert [r.step for r in undone] == ["nap:compensate"]
+    assert records[-1].type == "WorkflowFinished"
+    assert records[-1].data["reason"] == "Compensated"
+
+
 def test_deleting_a_workflow_removes_its_journal(
     control_plane: ControlPlane, operator: OperatorProcess, namespace: str
 ) -> None:
