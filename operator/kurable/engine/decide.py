@@ -204,7 +204,7 @@ def next_decision(
     assert state.spec is not None, "a run's journal starts with WorkflowStarted"
     try:
         return _next(state, now, flags, busy)
-    except Exception as e:
+    except Exception as e:  # a bug must end the run, not loop it
         message = f"internal error while deciding: {type(e).__name__}: {e}"
         if state.failing is None:
             return _run_failing("Failed", state.position, "InternalError", message)

@@ -371,9 +371,11 @@ class WorkflowSpec(Model):
     retry: Retry | None = None
     """Default retry policy of the steps."""
     timeout: Duration | None = None
-    """Fail the whole run (and compensate) when it takes longer than this."""
+    """Fail the whole run (and compensate) when it takes longer than this, counted from its
+    start (from its creation while it waits for its template), suspended time included."""
     suspend: bool = False
-    """Pause before the next step; set back to false to resume."""
+    """Pause before the next step (and before finishing); set back to false to resume. The
+    run's timeout keeps running while it is suspended."""
     cancel: bool = False
     """Cancel the run: compensations run, phase becomes Cancelled."""
     ttl_seconds_after_finished: Annotated[int, Field(ge=0)] | None = None
