@@ -294,7 +294,9 @@ def backoff_delay(retry: Retry, attempt: int, key: str) -> timedelta:
         base = min(cap, initial * factor**exponent)  # < cap, so it did not overflow
     digest = hashlib.sha256(f"{key}/{attempt}".encode()).digest()
     unit = int.from_bytes(digest[:8], "big") / 2**64  # in [0, 1)
-    return timedelta(seconds=min(base, max(0.0, base * (1.0 - jitter * unit))))
+    seconds = min(base, max(0.0, base * (1.0 - jitter * unit)))
+    # Rounded down to a timedelta's microseconds: rounding to nearest could exceed max.
+    return timedelta(microseconds=math.floor(seconds * 1_000_000))
 
 
 def retry_policy(state: RunState, step: Step) -> Retry:
