@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+from kurable.engine.records import RunFailing, StepCompleted, WorkflowFinished
 from kurable.testing import ControlPlane, OperatorProcess
 from tests.conftest import ROOT
 
@@ -182,12 +183,12 @@ def test_a_run_suspended_past_its_deadline_fails_with_timeout_and_compensates(
     wf = wait_phase(control_plane, namespace, "late", ("Failed", "Succeeded"), timeout=60)
     assert wf["status"]["phase"] == "Failed", wf["status"]
     records = journal(control_plane, wf["metadata"]["uid"])
-    failing = next(r for r in records if r.type == "RunFailing")
-    assert failing.data["error"]["reason"] == "Timeout"
-    undone = [r for r in records if r.type == "StepCompleted" and r.data.get("of") == "nap"]
-    assert [r.step for r in undone] == ["nap:compensate"]
-    assert records[-1].type == "WorkflowFinished"
-    assert records[-1].data["reason"] == "Compensated"
+    failing = next(r.data for r in records if isinstance(r.data, RunFailing))
+    assert failing.error.reason == "Timeout"
+    undone = [r.step for r in records if isinstance(r.data, StepCompleted) and r.data.of == "nap"]
+    assert undone == ["nap:compensate"]
+    finished = records[-1].data
+    assert isinstance(finished, WorkflowFinished) and finished.reason == "Compensated"
 
 
 def test_deleting_a_workflow_removes_its_journal(

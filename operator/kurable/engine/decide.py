@@ -559,16 +559,20 @@ def _begin(
         return commit
 
     data: dict[str, Any] = _thread(scope)
-    deadline = _attempt_deadline(state, step, now)
-    if deadline is not None:
-        data["deadline"] = now_rfc3339(deadline)
     if step.sleep is not None:
         try:
             wake_at = _wake_time(step, context, now)
         except (ValueError, OverflowError, expressions.ExpressionError) as e:
             error = StepError("InvalidTimer", f"{step.name}.sleep: {e}")
             return _failed(state, scope, step, attempt, error, now, compensating)
+        # Only the step's own timeout: the run's deadline is checked for the whole run
+        # (and a sleep journaled without a timeout reads as before).
+        if step.timeout:
+            data["deadline"] = now_rfc3339(_later(now, step.timeout))
         return Commit("StepStarted", step.name, attempt, r.StepStarted(wake_at=wake_at, **data))
+    deadline = _attempt_deadline(state, step, now)
+    if deadline is not None:
+        data["deadline"] = now_rfc3339(deadline)
     if step.wait is not None:
         data["signal"] = step.wait.signal
     return Commit("StepStarted", step.name, attempt, r.StepStarted(**data))
