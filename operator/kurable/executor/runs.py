@@ -345,9 +345,7 @@ class Run:
                     await self._commit(
                         decide.Commit(
                             "SignalReceived",
-                            data=records.SignalReceived(
-                                name=arrival.name, payload=arrival.payload
-                            ),
+                            data=records.SignalReceived(name=arrival.name, payload=arrival.payload),
                         )
                     )
                     self._event("Normal", "Signal", f"received signal {arrival.name}")

@@ -36,7 +36,9 @@ def test_a_body_that_is_not_a_status_is_shown_as_one_line() -> None:
     assert api_error_message(_error(502, "Bad Gateway", "<html>\n oops\n</html>")) == (
         "502 Bad Gateway: <html> oops </html>"
     )
-    assert api_error_message(_error(500, "Internal Server Error", "")) == "500 Internal Server Error"
+    assert (
+        api_error_message(_error(500, "Internal Server Error", "")) == "500 Internal Server Error"
+    )
 
 
 def test_other_errors_are_one_line_and_bounded() -> None:

@@ -62,7 +62,8 @@ async def perform(runtime: Runtime, run: RunRef, act: Act, context: dict[str, An
     except k8s.ApiException as e:
         if e.status in (400, 422):  # the API server refuses the child: retrying cannot help
             return None, StepError(
-                "ChildRejected", f"cannot start child {name}: {api_error_message(e)}",
+                "ChildRejected",
+                f"cannot start child {name}: {api_error_message(e)}",
                 retryable=False,
             )
         if e.status != 409:  # 409: created by an earlier execution of this attempt
