@@ -119,6 +119,8 @@ class Signal:
     seq: int
     name: str
     payload: Any
+    source: str | None = None
+    """The send's route (records.SignalReceived.source); None: an annotation."""
 
 
 @dataclass(frozen=True)
@@ -198,7 +200,7 @@ def apply(state: RunState, record: Record) -> RunState:
             position=data.first,
         )
     if isinstance(data, r.SignalReceived):
-        signal = Signal(record.seq, data.name, data.payload)
+        signal = Signal(record.seq, data.name, data.payload, data.source)
         return replace(state, signals=(*state.signals, signal))
     if isinstance(data, r.RunFailing):
         return replace(state, failing={"phase": data.phase, "error": data.error.to_wire()})

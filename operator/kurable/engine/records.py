@@ -89,10 +89,16 @@ class WorkflowStarted(Payload):
 
 
 class SignalReceived(Payload):
-    """A signal, journaled when it arrives (before or while a wait step waits for it)."""
+    """A signal, journaled when it arrives (before or while a wait step waits for it).
+
+    One record per send, whatever route it took (engine/signals.py: an annotation is
+    consumed once journaled, so a resend is a new record)."""
 
     name: str
     payload: Any = None
+    source: Literal["annotation", "endpoint"] | None = None
+    """The route of the send; absent: an annotation (the only route of format 1). Only
+    absent is written by format 1: a writer of another value bumps the format version."""
 
 
 class StepStarted(Payload):

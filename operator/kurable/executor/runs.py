@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from kubernetes_asyncio import client as k8s
 from pydantic import ValidationError
 
 from kurable.api.v1alpha1 import (
@@ -30,7 +30,7 @@ from kurable.api.v1alpha1 import (
     WorkflowSpec,
     WorkflowTemplateSpec,
 )
-from kurable.engine import decide, expressions, records, validate
+from kurable.engine import decide, expressions, records, signals, validate
 from kurable.engine import schema as user_schema
 from kurable.engine.conditions import updated_condition
 from kurable.engine.journal import (
@@ -46,10 +46,11 @@ from kurable.store.journal import Fenced, SlotTaken
 
 from .actions import Outcome, RunRef, perform
 from .drivers import Drivers, Logger
+from .errors import describe_error
 from .runtime import Runtime
 
-SIGNAL_PREFIX = "kurable.dev/signal."
-"""Annotations `kurable.dev/signal.NAME: <JSON>` are signals to the run."""
+SIGNAL_ATTEMPTS = 3
+"""Observations of the object per step when consuming signal annotations races writes."""
 
 
 def run_drivers(runtime: Runtime) -> Drivers[Run]:
@@ -149,7 +150,7 @@ class Run:
                     self._abandon_actions()
                     failures = 1 if len(self.records) != progress else failures + 1
                     delay = backoff[min(failures, len(backoff)) - 1]
-                    problem = f"{type(e).__name__}: {e}"
+                    problem = describe_error(e)
                     self.logger.warning(f"interrupted ({problem}); resuming in {delay}s")
                     if failures >= settings.stalled_after_failures:
                         with contextlib.suppress(Exception):
@@ -336,35 +337,55 @@ class Run:
                 self.logger.exception(f"performing {name} failed")
                 output, error = (
                     None,
-                    decide.StepError("InternalError", f"{type(e).__name__}: {e}", retryable=True),
+                    decide.StepError("InternalError", describe_error(e), retryable=True),
                 )
             await self._commit(decide.outcome(self.state, act, datetime.now(UTC), output, error))
 
     async def _ingest_signals(self) -> None:
-        """Journal each new `kurable.dev/signal.NAME` annotation once."""
-        annotations = self.object.get("metadata", {}).get("annotations") or {}
-        seen = {(s.name, json.dumps(s.payload, sort_keys=True)) for s in self.state.signals}
-        for key, raw in sorted(annotations.items()):
-            if not key.startswith(SIGNAL_PREFIX):
-                continue
-            name = key[len(SIGNAL_PREFIX) :]
-            try:
-                payload = json.loads(raw) if raw.strip() else None
-            except json.JSONDecodeError as e:
-                marker = ("!invalid", f"{name}={raw}")
-                if marker not in seen:
-                    self._event("Warning", "InvalidSignal", f"{key}: not JSON ({e})")
-                    seen.add(marker)
-                continue
-            if (name, json.dumps(payload, sort_keys=True)) in seen:
-                continue
-            await self._commit(
-                decide.Commit(
-                    "SignalReceived", data=records.SignalReceived(name=name, payload=payload)
+        """Consume the `kurable.dev/signal.NAME` annotations (engine/signals.py): journal
+        each new send once, then remove its annotation and move the consumed marker."""
+        for _ in range(SIGNAL_ATTEMPTS):
+            annotations = self.object.get("metadata", {}).get("annotations") or {}
+            taken = signals.intake(annotations, self.state.signals)
+            if taken.idle:
+                return
+            if taken.arrivals:
+                for arrival in taken.arrivals:
+                    await self._commit(
+                        decide.Commit(
+                            "SignalReceived",
+                            data=records.SignalReceived(name=arrival.name, payload=arrival.payload),
+                        )
+                    )
+                    self._event("Normal", "Signal", f"received signal {arrival.name}")
+                continue  # journaled: now they are redeliveries, to be removed
+            for bad in taken.unreadable:
+                self._event(
+                    "Warning", "InvalidSignal", f"{bad.key}: {bad.problem}; removed, send again"
                 )
-            )
-            self._event("Normal", "Signal", f"received signal {name}")
-            seen.add((name, json.dumps(payload, sort_keys=True)))
+            if await self._consume(signals.consumption_patch(taken)):
+                return
+
+    async def _consume(self, patch: list[dict[str, Any]]) -> bool:
+        """Apply the consumption patch; False when the object changed meanwhile (then the
+        newest copy has been read: take the intake again)."""
+        ref = self.ref
+        base = _version(self.body)
+        try:
+            updated = await self.runtime.patch_json(WORKFLOW, ref.namespace, ref.name, patch)
+        except k8s.ApiException as e:
+            if e.status == 404:
+                return True  # deleted: nothing more to consume
+            if e.status not in (409, 422):
+                raise
+            latest = await self.runtime.get(WORKFLOW, ref.namespace, ref.name)
+            if latest is None:
+                return True
+            self.fresh, self.fresh_base = latest, base
+            return False
+        # Until the watch delivers it, the patched object is the newest copy.
+        self.fresh, self.fresh_base = updated, base
+        return True
 
     async def _sleep(self, decision: decide.Wait, cap: float | None = None) -> None:
         """Until the decision's time, a change of the run, or an action returning."""

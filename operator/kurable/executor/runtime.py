@@ -149,6 +149,25 @@ class Runtime:
             _content_type="application/merge-patch+json",  # type: ignore[call-arg]
         )
 
+    async def patch_json(
+        self, kind: ResourceKind, namespace: str, name: str, operations: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Apply a JSON patch (RFC 6902) to an object of ours; return the patched object.
+
+        Used on metadata only (consuming signal annotations), never on spec. A failed
+        `test` operation answers 422 (the object changed meanwhile).
+        """
+        obj: dict[str, Any] = await k8s.CustomObjectsApi(self.api).patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            kind.plural,
+            name,
+            operations,
+            _content_type="application/json-patch+json",  # type: ignore[call-arg]
+        )
+        return obj
+
     async def list_objects(self, kind: ResourceKind, namespace: str | None) -> list[dict[str, Any]]:
         """Every object of ours of one kind in a namespace (None: in all namespaces),
         listed in pages of LIST_CHUNK."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 from typing import Any
 
 from kubernetes_asyncio import client as k8s
@@ -13,7 +12,9 @@ from kurable.api.v1alpha1 import API_VERSION, GROUP, VERSION, WORKFLOW
 from kurable.engine import expressions
 from kurable.engine.decide import Act, StepError
 from kurable.engine.journal import TERMINAL_PHASES
+from kurable.engine.names import child_run_name, label_value
 
+from ..errors import api_error_message
 from ..runtime import Runtime
 from .outcome import Outcome, RunRef
 
@@ -21,26 +22,23 @@ CHILD_POLL_SECONDS = 30.0
 """A child's status changes wake the parent at once; this is only the fallback poll."""
 
 
-def child_name(parent: str, step: str) -> str:
-    """A deterministic child name (so a re-executed step finds its child again)."""
-    name = f"{parent}-{step}".lower().replace("_", "-")
-    if len(name) <= 63:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{name[:54]}-{digest}"
+PARENT_LABEL = "kurable.dev/parent"
+"""The parent run's name (as a label value: shortened with a hash when it is longer than 63)."""
+PARENT_UID_LABEL = "kurable.dev/parent-uid"
+"""The parent run's uid: selects a run's children whatever the length of its name."""
 
 
 async def perform(runtime: Runtime, run: RunRef, act: Act, context: dict[str, Any]) -> Outcome:
     spec = act.step.workflow
     assert spec is not None
     api = k8s.CustomObjectsApi(runtime.api)
-    name = child_name(run.name, act.step.name)
+    name = child_run_name(run.name, act.step.name, act.visit)
     body = {
         "apiVersion": API_VERSION,
         "kind": WORKFLOW.kind,
         "metadata": {
             "name": name,
-            "labels": {"kurable.dev/parent": run.name},
+            "labels": {PARENT_LABEL: label_value(run.name), PARENT_UID_LABEL: run.uid},
             "ownerReferences": [
                 {
                     "apiVersion": API_VERSION,
@@ -62,6 +60,12 @@ async def perform(runtime: Runtime, run: RunRef, act: Act, context: dict[str, An
             GROUP, VERSION, run.namespace, WORKFLOW.plural, body
         )
     except k8s.ApiException as e:
+        if e.status in (400, 422):  # the API server refuses the child: retrying cannot help
+            return None, StepError(
+                "ChildRejected",
+                f"cannot start child {name}: {api_error_message(e)}",
+                retryable=False,
+            )
         if e.status != 409:  # 409: created by an earlier execution of this attempt
             raise
     wakeup = runtime.wakeup(run.uid)  # the child's status changes wake its parent

@@ -1,0 +1,155 @@
+"""Signals sent as annotations: which annotation is a new send, which a redelivery.
+
+A user sends signal NAME to a run by writing the annotation `kurable.dev/signal.NAME`
+with a JSON payload (`kubectl annotate workflow/x kurable.dev/signal.APPROVE='{"ok":true}'`).
+The operator consumes each send:
+
+1. it journals a `SignalReceived` record (name, payload);
+2. then it removes the annotation with one JSON patch that `test`s the annotation still
+   holds the text it read (a rewrite in between is not lost: the patch fails, and the new
+   text is a new send) and, in the same patch, sets `kurable.dev/signals-consumed` to the
+   journal seq of the last signal it has consumed.
+
+The operator observes the object many times (every watch event, every resync), and it
+may die between 1 and 2. So on every observation, an annotation `signal.NAME=payload` is a
+*redelivery* (its send is journaled already, only its removal did not land: remove it
+now) iff the journal holds a SignalReceived from an annotation with that name and payload
+and a seq above the consumed marker; otherwise it is a *new send* (journal it). A
+deliberate resend after the previous send was consumed is thus a new signal, and the
+same send observed any number of times, across crashes, is journaled once.
+
+Writing the same text again while the previous send is still on the object is no second
+send (the object does not change); neither is a remove-and-rewrite of the same text in the
+milliseconds between 1 and 2 (nothing on the object tells the two writes apart).
+
+Everything here is pure: annotations and journaled signals in, decisions and JSON patch
+operations out.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .journal import Signal
+
+SIGNAL_PREFIX = "kurable.dev/signal."
+"""Annotations `kurable.dev/signal.NAME: <JSON>` are signals to the run."""
+CONSUMED_ANNOTATION = "kurable.dev/signals-consumed"
+"""Operator-owned: the journal seq of the last signal whose annotation was removed."""
+ANNOTATION_SOURCE = "annotation"
+"""`SignalReceived.source` of a signal sent as an annotation (absent means the same)."""
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """A new send: journal it (then remove its annotation)."""
+
+    key: str
+    name: str
+    text: str
+    payload: Any
+
+
+@dataclass(frozen=True)
+class Redelivery:
+    """An annotation whose send is journaled (at `seq`) but not yet removed."""
+
+    key: str
+    text: str
+    seq: int
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A signal annotation whose text is not JSON: remove it and say why."""
+
+    key: str
+    text: str
+    problem: str
+
+
+@dataclass(frozen=True)
+class Intake:
+    """What to do with a run's signal annotations, in annotation key order."""
+
+    arrivals: tuple[Arrival, ...] = ()
+    redeliveries: tuple[Redelivery, ...] = ()
+    unreadable: tuple[Unreadable, ...] = ()
+    consumed_through: int = -1
+    """The consumed marker the object carries (-1: none)."""
+
+    @property
+    def idle(self) -> bool:
+        """No signal annotation on the object."""
+        return not (self.arrivals or self.redeliveries or self.unreadable)
+
+
+def canonical(payload: Any) -> str:
+    """The payload as compared: JSON with sorted keys and no spaces."""
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+
+
+def consumed_through(annotations: Mapping[str, str]) -> int:
+    """The consumed marker: the seq in `kurable.dev/signals-consumed`, -1 when absent or
+    not a number (then every journaled annotation send still counts as not removed)."""
+    raw = annotations.get(CONSUMED_ANNOTATION, "")
+    try:
+        return int(raw)
+    except ValueError:
+        return -1
+
+
+def intake(annotations: Mapping[str, str], journaled: Iterable[Signal]) -> Intake:
+    """Sort the object's signal annotations into new sends, redeliveries and unreadable
+    ones (see the module docstring for the rule)."""
+    through = consumed_through(annotations)
+    unremoved = {
+        (s.name, canonical(s.payload)): s.seq
+        for s in journaled
+        if s.seq > through and (s.source is None or s.source == ANNOTATION_SOURCE)
+    }
+    arrivals: list[Arrival] = []
+    redeliveries: list[Redelivery] = []
+    unreadable: list[Unreadable] = []
+    for key, text in sorted(annotations.items()):
+        if not key.startswith(SIGNAL_PREFIX):
+            continue
+        name = key[len(SIGNAL_PREFIX) :]
+        try:
+            payload = json.loads(text) if text.strip() else None
+        except json.JSONDecodeError as e:
+            unreadable.append(Unreadable(key, text, f"not JSON ({e})"))
+            continue
+        seq = unremoved.get((name, canonical(payload)))
+        if seq is None:
+            arrivals.append(Arrival(key, name, text, payload))
+        else:
+            redeliveries.append(Redelivery(key, text, seq))
+    return Intake(tuple(arrivals), tuple(redeliveries), tuple(unreadable), through)
+
+
+def _pointer(key: str) -> str:
+    """The JSON pointer (RFC 6901) of an annotation."""
+    return "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
+
+
+def consumption_patch(taken: Intake) -> list[dict[str, Any]]:
+    """The JSON patch (RFC 6902) that removes the redelivered and unreadable annotations
+    of `taken`, each only if it still holds the text read, and moves the consumed marker
+    to the highest seq removed. Empty when there is nothing to remove.
+
+    Arrivals are not removed: journal them first, then take the intake again (they are
+    redeliveries then)."""
+    ops: list[dict[str, Any]] = []
+    removed: list[tuple[str, str]] = [(r.key, r.text) for r in taken.redeliveries]
+    removed += [(u.key, u.text) for u in taken.unreadable]
+    for key, text in removed:
+        ops.append({"op": "test", "path": _pointer(key), "value": text})
+        ops.append({"op": "remove", "path": _pointer(key)})
+    through = max([taken.consumed_through, *(r.seq for r in taken.redeliveries)])
+    if taken.redeliveries and through != taken.consumed_through:
+        ops.append({"op": "add", "path": _pointer(CONSUMED_ANNOTATION), "value": str(through)})
+    return ops
