@@ -70,6 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="give up a request to the API server that connects or answers no faster "
         "(a silent keep-alive connection) and retry on a new one ($KURABLE_API_TIMEOUT, 30)",
     )
+    op.add_argument(
+        "--max-value-bytes",
+        type=int,
+        default=int(os.environ.get("KURABLE_MAX_VALUE_BYTES", 1024 * 1024)),
+        metavar="BYTES",
+        help="the largest value (step output, signal payload, input, entity event or reply, "
+        "as JSON) Kurable journals; a larger one is refused before it is written "
+        "($KURABLE_MAX_VALUE_BYTES, 1048576)",
+    )
     op.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     op.set_defaults(func=_operator.run)
 

@@ -11,6 +11,10 @@ No I/O here. `decide` runs one command of an EntityType through its steps:
 6. the new state must fit `stateSchema` (`InvalidState`);
 7. `reply` is rendered over the *new* state and the input.
 
+Before an accepted command is committed, `check_commit_size` holds it to the journal's
+size limit (`ValueTooLarge`, nothing applied): each event's data and the reply, and the
+whole commit (events written twice, the new state, the reply: one etcd request).
+
 An expression that fails to evaluate in steps 3-7 is a fault of the definition,
 reported as `HandlerError` with the place it failed. `replay` folds stored events
 into a state with the same event handlers, so the log and the snapshot agree.
@@ -25,11 +29,11 @@ from typing import Any, Literal
 
 from kurable.api.v1alpha1 import EntityStatus, EntityTypeSpec
 
-from . import expressions, schema, validate
+from . import expressions, schema, sizes, validate
 from .conditions import updated_condition
 
 RejectionReason = Literal[
-    "UnknownCommand", "InvalidInput", "GuardFailed", "InvalidState", "HandlerError"
+    "UnknownCommand", "InvalidInput", "GuardFailed", "InvalidState", "HandlerError", "ValueTooLarge"
 ]
 REJECTION_REASONS: tuple[RejectionReason, ...] = (
     "UnknownCommand",
@@ -37,6 +41,7 @@ REJECTION_REASONS: tuple[RejectionReason, ...] = (
     "GuardFailed",
     "InvalidState",
     "HandlerError",
+    "ValueTooLarge",
 )
 STATUS_STATE_LIMIT = 4096
 """Status shows the state when its JSON is at most this many bytes; etcd keeps it whole."""
@@ -106,6 +111,37 @@ class Snapshot:
             state=dict(data.get("state") or {}),
             version=int(data.get("version", 0)),
             last_event=data.get("lastEvent"),
+        )
+
+
+def check_commit_size(accepted: CommandAccepted, command: str, limit: int) -> None:
+    """Raise CommandRejected(`ValueTooLarge`) when `accepted` is too large to commit: an
+    event's data or the reply over `limit` bytes of JSON (kurable.engine.sizes), or the
+    commit's writes together (each event twice: the entity's log and its type's stream;
+    the new state; the reply) over `limit`, so that the one etcd request that commits a
+    command stays within etcd's limit."""
+    for event in accepted.events:
+        problem = sizes.size_problem(
+            event.data, limit, f"the data of event {event.type!r} of command {command!r}"
+        )
+        if problem:
+            raise CommandRejected("ValueTooLarge", f"{problem}; nothing was applied")
+    problem = sizes.size_problem(accepted.reply, limit, f"the reply of command {command!r}")
+    if problem:
+        raise CommandRejected("ValueTooLarge", f"{problem}; nothing was applied")
+    events = sum(sizes.encoded_size(e.data) for e in accepted.events)
+    state = sizes.encoded_size(accepted.state)
+    reply = sizes.encoded_size(accepted.reply)
+    total = 2 * events + state + reply
+    if total > limit:
+        raise CommandRejected(
+            "ValueTooLarge",
+            f"command {command!r} would write {total} bytes in one commit (its events "
+            f"{events} bytes twice, for the entity's log and its type's stream; the new "
+            f"state {state} bytes; the reply {reply} bytes), over the limit of {limit} bytes; "
+            f"make the events or the state smaller, or raise the limit with "
+            f"{sizes.LIMIT_SETTING} (and etcd's --max-request-bytes with it); nothing was "
+            "applied",
         )
 
 

@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import sizes
 from .journal import Signal
 
 SIGNAL_PREFIX = "kurable.dev/signal."
@@ -102,9 +103,15 @@ def consumed_through(annotations: Mapping[str, str]) -> int:
         return -1
 
 
-def intake(annotations: Mapping[str, str], journaled: Iterable[Signal]) -> Intake:
+def intake(
+    annotations: Mapping[str, str],
+    journaled: Iterable[Signal],
+    *,
+    max_payload_bytes: int | None = None,
+) -> Intake:
     """Sort the object's signal annotations into new sends, redeliveries and unreadable
-    ones (see the module docstring for the rule)."""
+    ones (see the module docstring for the rule). A payload over `max_payload_bytes`
+    (bytes of canonical JSON, kurable.engine.sizes) is unreadable: never journaled."""
     through = consumed_through(annotations)
     unremoved = {
         (s.name, canonical(s.payload)): s.seq
@@ -123,6 +130,13 @@ def intake(annotations: Mapping[str, str], journaled: Iterable[Signal]) -> Intak
         except json.JSONDecodeError as e:
             unreadable.append(Unreadable(key, text, f"not JSON ({e})"))
             continue
+        if max_payload_bytes is not None:
+            problem = sizes.size_problem(
+                payload, max_payload_bytes, f"the payload of signal {name}"
+            )
+            if problem is not None:
+                unreadable.append(Unreadable(key, text, problem))
+                continue
         seq = unremoved.get((name, canonical(payload)))
         if seq is None:
             arrivals.append(Arrival(key, name, text, payload))

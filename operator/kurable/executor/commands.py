@@ -35,6 +35,7 @@ from kurable.api.v1alpha1 import ENTITY, GROUP, VERSION, EntityTypeSpec
 from kurable.engine import entities as engine
 from kurable.engine.entities import CommandRejected, Snapshot, project_status, status_merge_patch
 from kurable.engine.journal import now_rfc3339
+from kurable.engine.sizes import DEFAULT_MAX_VALUE_BYTES
 from kurable.store import entities as store
 from kurable.store.entities import EntityRef
 
@@ -110,6 +111,7 @@ async def execute_command(
     on_committed: OnCommitted | None = None,
     max_attempts: int = MAX_ATTEMPTS,
     ask: AskHandler | None = None,
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
 ) -> CommandResult:
     """Apply `command` to `entity` exactly once per `command_id`; raise CommandRejected if refused.
 
@@ -118,14 +120,25 @@ async def execute_command(
     commits (e.g. to project status); its failure is logged, never raised: the command
     is committed either way. Raises EntityBusy when `max_attempts` transactions lost the
     race, HandlerUnavailable when the command's handler could not answer, ValueError for
-    a malformed command id.
+    a malformed command id. A command whose events, reply or commit exceed
+    `max_value_bytes` (bytes of JSON, kurable.engine.sizes) is rejected (`ValueTooLarge`)
+    before anything is written.
     """
     ref = entity if isinstance(entity, EntityRef) else EntityRef.from_object(entity)
     spec = _spec(entity_type)
     _check_command_id(command_id)
     async with _lock(client, ref.uid):
         result = await _execute(
-            client, prefix, ref, spec, command, input, command_id, max_attempts, ask
+            client,
+            prefix,
+            ref,
+            spec,
+            command,
+            input,
+            command_id,
+            max_attempts,
+            ask,
+            max_value_bytes,
         )
     if on_committed is not None and not result.duplicate:
         try:
@@ -151,6 +164,7 @@ async def _execute(
     command_id: str,
     max_attempts: int,
     ask: AskHandler | None,
+    max_value_bytes: int,
 ) -> CommandResult:
     for attempt in range(max_attempts):
         if attempt:
@@ -168,6 +182,7 @@ async def _execute(
             if snapshot is None:
                 snapshot = Snapshot(engine.initial_state(spec, ref.initial_state))
             decision = await _decide(spec, snapshot, command, input, command_id, ask)
+            engine.check_commit_size(decision, command, max_value_bytes)
         except CommandRejected as rejection:
             if await store.commit_rejection(client, prefix, read, command, rejection, at):
                 raise

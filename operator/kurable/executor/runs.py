@@ -30,7 +30,7 @@ from kurable.api.v1alpha1 import (
     WorkflowSpec,
     WorkflowTemplateSpec,
 )
-from kurable.engine import decide, expressions, records, signals, validate
+from kurable.engine import decide, expressions, records, signals, sizes, validate
 from kurable.engine import schema as user_schema
 from kurable.engine.conditions import updated_condition
 from kurable.engine.journal import (
@@ -217,17 +217,13 @@ class Run:
         try:
             definition, template = await self._resolve()
         except _Invalid as e:
-            await self._commit(
-                decide.Commit(
-                    "WorkflowFinished",
-                    data=records.WorkflowFinished(
-                        phase="Invalid",
-                        reason="Invalid",
-                        error=records.RunError(reason="Invalid", message=str(e)),
-                    ),
-                )
-            )
-            self._event("Warning", "Invalid", str(e))
+            await self._invalid(str(e))
+            return
+        problem = sizes.size_problem(
+            definition.input, self.runtime.settings.max_value_bytes, "the run's input"
+        )
+        if problem is not None:
+            await self._invalid(problem)
             return
         workflow = {"name": self.ref.name, "namespace": self.ref.namespace, "uid": self.ref.uid}
         start = decide.start_record(
@@ -238,6 +234,20 @@ class Run:
         if template is not None:
             origin = f" from template {template['name']} (generation {template['generation']})"
         self._event("Normal", "Started", f"pinned {len(definition.steps or [])} steps{origin}")
+
+    async def _invalid(self, message: str) -> None:
+        """End the run before it starts: `message` says what to fix."""
+        await self._commit(
+            decide.Commit(
+                "WorkflowFinished",
+                data=records.WorkflowFinished(
+                    phase="Invalid",
+                    reason="Invalid",
+                    error=records.RunError(reason="Invalid", message=message),
+                ),
+            )
+        )
+        self._event("Warning", "Invalid", message)
 
     async def _resolve(self) -> tuple[WorkflowSpec, dict[str, Any] | None]:
         spec = dict(self.object.get("spec", {}))
@@ -339,14 +349,30 @@ class Run:
                     None,
                     decide.StepError("InternalError", describe_error(e), retryable=True),
                 )
+            if error is None:
+                error = self._too_large(output, f"the output of step {act.step.name}")
+                if error is not None:
+                    output = None
             await self._commit(decide.outcome(self.state, act, datetime.now(UTC), output, error))
+
+    def _too_large(self, value: Any, what: str) -> decide.StepError | None:
+        """OutputTooLarge when `value` is over the journal's size limit (checked before
+        the write: the action is not performed again, unless `retryOn` lists the kind)."""
+        problem = sizes.size_problem(value, self.runtime.settings.max_value_bytes, what)
+        if problem is None:
+            return None
+        return decide.StepError("OutputTooLarge", problem, retryable=False)
 
     async def _ingest_signals(self) -> None:
         """Consume the `kurable.dev/signal.NAME` annotations (engine/signals.py): journal
         each new send once, then remove its annotation and move the consumed marker."""
         for _ in range(SIGNAL_ATTEMPTS):
             annotations = self.object.get("metadata", {}).get("annotations") or {}
-            taken = signals.intake(annotations, self.state.signals)
+            taken = signals.intake(
+                annotations,
+                self.state.signals,
+                max_payload_bytes=self.runtime.settings.max_value_bytes,
+            )
             if taken.idle:
                 return
             if taken.arrivals:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kurable.engine.sizes import DEFAULT_MAX_VALUE_BYTES
 from kurable.store.journal import EtcdConfig
 
 
@@ -72,7 +73,24 @@ class OperatorSettings:
     """Seconds between two looks for a missing WorkflowTemplate a run refers to.
     Default 5: a template applied just after its run is found quickly."""
 
+    # -- how much ---------------------------------------------------------------------
+
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+    """The largest value Kurable journals, in bytes of canonical JSON: a step's output, a
+    signal's payload, a run's input, a child's output, an entity event's data, a command's
+    reply (`--max-value-bytes`, `$KURABLE_MAX_VALUE_BYTES`). A larger value is refused
+    before it is written: the step fails with `OutputTooLarge`, the signal is dropped with
+    a Warning Event, the command is rejected, the run is Invalid. Default 1 MiB
+    (kurable.engine.sizes): under etcd's default `--max-request-bytes` of 1.5 MiB, with
+    room for the record around it; journal records over 256 KiB are stored in chunks, so
+    a larger limit needs no etcd change for runs (entity commands commit in one request:
+    raise etcd's `--max-request-bytes` too)."""
+
     def __post_init__(self) -> None:
+        if self.max_value_bytes < 1024:
+            raise ValueError(
+                f"max_value_bytes must be at least 1024 bytes, got {self.max_value_bytes}"
+            )
         if not self.outage_backoff:
             raise ValueError("outage_backoff needs at least one delay (seconds)")
         if self.lease_ttl < 1:

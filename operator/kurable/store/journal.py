@@ -21,6 +21,7 @@ from typing import Any
 import aetcd
 
 from kurable.engine.journal import Record
+from kurable.engine.sizes import CHUNK_BYTES, chunks
 
 from . import keys
 
@@ -162,27 +163,50 @@ class Fence:
         )
 
 
+CHUNKED = "chunked"
+"""The one key of a journal slot that holds a reference to its record's chunks:
+`{"chunked": {seq, token, count, bytes}}`. A record's own JSON never has this key."""
+
+
 class Journal:
     """Reading and appending journal records of runs."""
 
-    def __init__(self, client: aetcd.Client, prefix: str) -> None:
+    def __init__(self, client: aetcd.Client, prefix: str, chunk_bytes: int = CHUNK_BYTES) -> None:
         self.client = client
         self.prefix = prefix
+        self.chunk_bytes = chunk_bytes
+        """Records larger than this (bytes of JSON) are stored in chunks of this size."""
 
     async def load(self, uid: str) -> tuple[list[Record], int]:
-        """All records of a run, in order, and the etcd revision they were read at."""
+        """All records of a run, in order, and the etcd revision they were read at.
+
+        A record stored in chunks is reassembled from them (read at the same revision).
+        Raises ValueError when a chunked record's chunks are missing or do not add up."""
         result = await self.client.get_prefix(
             keys.journal(self.prefix, uid).encode(), sort_order="ascend", sort_target="key"
         )
-        records = [Record.from_json(json.loads(kv.value)) for kv in result]
-        return records, int(result.header.revision)
+        revision = int(result.header.revision)
+        records = []
+        for kv in result:
+            raw = json.loads(kv.value)
+            if isinstance(raw, dict) and CHUNKED in raw:
+                raw = json.loads(await self._reassemble(uid, raw[CHUNKED]))
+            records.append(Record.from_json(raw))
+        return records, revision
 
     async def append(self, uid: str, record: Record, fence: Fence) -> int:
-        """Commit `record` if its slot is empty and `fence` holds the run; return the revision."""
+        """Commit `record` if its slot is empty and `fence` holds the run; return the revision.
+
+        A record whose JSON exceeds `chunk_bytes` is first written as chunks under
+        `keys.journal_chunks` (one etcd request each), then committed as a reference to
+        them, so that no request nears etcd's `--max-request-bytes`. Chunks of a commit
+        that fails stay behind unreferenced (harmless) until `forget`."""
         slot = keys.journal_record(self.prefix, uid, record.seq).encode()
         owner = keys.owner(self.prefix, uid).encode()
         tx = self.client.transactions
         payload = json.dumps(record.to_json(), separators=(",", ":")).encode()
+        if len(payload) > self.chunk_bytes:
+            payload = await self._write_chunks(uid, record.seq, payload)
         ok, responses = await self.client.transaction(
             compare=[tx.create(slot) == 0, tx.value(owner) == fence.id.encode()],
             success=[tx.put(slot, payload)],
@@ -194,6 +218,32 @@ class Journal:
         if current is None or current.value.decode() != fence.id:
             raise Fenced(f"run {uid} is no longer held by {fence.id}")
         raise SlotTaken(f"journal slot {record.seq} of run {uid} is taken")
+
+    async def _write_chunks(self, uid: str, seq: int, payload: bytes) -> bytes:
+        """Write `payload` as chunks of this commit attempt; return the reference record."""
+        # Each attempt has its own token: an executor that lost the slot to another one
+        # never overwrites (or is overwritten by) the other's chunks.
+        token = uuid.uuid4().hex[:12]
+        pieces = chunks(payload, self.chunk_bytes)
+        for index, piece in enumerate(pieces):
+            await self.client.put(
+                keys.journal_chunk(self.prefix, uid, seq, token, index).encode(), piece
+            )
+        reference = {"seq": seq, "token": token, "count": len(pieces), "bytes": len(payload)}
+        return json.dumps({CHUNKED: reference}, separators=(",", ":")).encode()
+
+    async def _reassemble(self, uid: str, reference: dict[str, Any]) -> bytes:
+        prefix = keys.journal_chunks(self.prefix, uid, int(reference["seq"]), reference["token"])
+        result = await self.client.get_prefix(
+            prefix.encode(), sort_order="ascend", sort_target="key"
+        )
+        payload = b"".join(kv.value for kv in result)
+        if len(payload) != reference["bytes"]:
+            raise ValueError(
+                f"journal record {reference['seq']} of run {uid}: its chunks under {prefix} "
+                f"hold {len(payload)} bytes, the record says {reference['bytes']}"
+            )
+        return payload
 
     async def forget(self, uid: str) -> int:
         """Delete everything of a run; return how many keys went."""

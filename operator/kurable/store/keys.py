@@ -3,7 +3,10 @@
 Everything lives under one prefix (default `/kurable/`), separate from the API
 server's own keys (`/registry/`):
 
-    <prefix>workflows/<uid>/journal/<seq:010d>   one journal record (JSON)
+    <prefix>workflows/<uid>/journal/<seq:010d>   one journal record (JSON), or a reference
+                                                 {"chunked": {seq, token, count, bytes}}
+    <prefix>workflows/<uid>/chunks/<seq:010d>/<token>/<n:06d>
+                                                 piece n of a large record (raw bytes)
     <prefix>workflows/<uid>/owner                the executor holding the run (fencing)
     <prefix>executors/<id>                       a live operator instance (on its lease)
 
@@ -11,6 +14,13 @@ server's own keys (`/registry/`):
     <prefix>entities/<ns>/<name>/<uid>/events/<version:012d> {type, data, commandId, at, version}
     <prefix>entities/<ns>/<name>/<uid>/commands/<commandId>  the original reply or rejection
     <prefix>types/<ns>/<type>/events/<uid>/<version:012d>    the event + its id and entity, per type
+
+A journal record whose JSON exceeds 256 KiB (`engine.sizes.CHUNK_BYTES`) is stored in
+chunks of at most that size, each put by its own request before the commit transaction;
+the transaction then puts the small reference in the record's slot, and reading
+reassembles the chunks. `token` is unique per commit attempt, so chunks of an attempt
+that lost its slot (or crashed before committing) are never referenced: harmless, and
+deleted with the run (`workflow(prefix, uid)`). Journals without chunks read as before.
 
 An entity's keys include the Entity object's uid, so that a deleted and recreated
 Entity of the same name starts afresh. The per-type stream is written in the same
@@ -41,6 +51,16 @@ def journal(prefix: str, uid: str) -> str:
 def journal_record(prefix: str, uid: str, seq: int) -> str:
     """One record; zero-padded so that key order is journal order."""
     return f"{journal(prefix, uid)}{seq:010d}"
+
+
+def journal_chunks(prefix: str, uid: str, seq: int, token: str) -> str:
+    """The prefix of the chunks of record `seq` written by one commit attempt (`token`)."""
+    return f"{workflow(prefix, uid)}chunks/{seq:010d}/{token}/"
+
+
+def journal_chunk(prefix: str, uid: str, seq: int, token: str, index: int) -> str:
+    """Piece `index` of a chunked record; zero-padded so that key order is piece order."""
+    return f"{journal_chunks(prefix, uid, seq, token)}{index:06d}"
 
 
 def owner(prefix: str, uid: str) -> str:

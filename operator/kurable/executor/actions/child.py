@@ -1,4 +1,8 @@
-"""The `workflow` step: start a child Workflow from a template and wait for its end."""
+"""The `workflow` step: start a child Workflow from a template and wait for its end.
+
+The child's status only says *when* it ended (its change wakes the parent); *what* it
+ended with (phase, output, error) is read from its journal's WorkflowFinished record in
+etcd, never from status, which shows large outputs as a truncated preview."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from kubernetes_asyncio import client as k8s
 from kurable.api.v1alpha1 import API_VERSION, GROUP, VERSION, WORKFLOW
 from kurable.engine import expressions
 from kurable.engine.decide import Act, StepError
+from kurable.engine import records
 from kurable.engine.journal import TERMINAL_PHASES
 from kurable.engine.names import child_run_name, label_value
 
@@ -70,13 +75,13 @@ async def perform(runtime: Runtime, run: RunRef, act: Act, context: dict[str, An
             raise
     wakeup = runtime.wakeup(run.uid)  # the child's status changes wake its parent
     try:
-        return await _await_child(api, run, name, wakeup)
+        return await _await_child(runtime, api, run, name, wakeup)
     finally:
         runtime.unsubscribe(run.uid, wakeup)
 
 
 async def _await_child(
-    api: k8s.CustomObjectsApi, run: RunRef, name: str, wakeup: asyncio.Event
+    runtime: Runtime, api: k8s.CustomObjectsApi, run: RunRef, name: str, wakeup: asyncio.Event
 ) -> Outcome:
     while True:
         child = await api.get_namespaced_custom_object(
@@ -87,15 +92,31 @@ async def _await_child(
             return None, StepError(
                 "ChildConflict", f"a Workflow named {name} exists and is not this run's child"
             )
-        status = child.get("status") or {}
-        if status.get("phase") in TERMINAL_PHASES:
-            if status["phase"] == "Succeeded":
-                return status.get("output"), None
+        if (child.get("status") or {}).get("phase") in TERMINAL_PHASES:
+            finished = await _finished(runtime, child["metadata"]["uid"])
+            if finished is None:
+                return None, StepError(
+                    "ChildJournalMissing",
+                    f"child workflow {name} shows a terminal phase, but its journal in etcd "
+                    "has no end record (was it forgotten?); its output cannot be read",
+                    retryable=False,
+                )
+            if finished.phase == "Succeeded":
+                return finished.output, None
+            message = finished.error.message if finished.error is not None else ""
             return None, StepError(
                 "ChildFailed",
-                f"child workflow {name} ended {status['phase']}: {status.get('message', '')}",
+                f"child workflow {name} ended {finished.phase}: {message}",
                 retryable=False,
             )
         wakeup.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wakeup.wait(), CHILD_POLL_SECONDS)
+
+
+async def _finished(runtime: Runtime, uid: str) -> records.WorkflowFinished | None:
+    """The child's WorkflowFinished record from its journal, or None when it has none."""
+    journal, _ = await runtime.journal.load(uid)
+    if journal and isinstance(journal[-1].data, records.WorkflowFinished):
+        return journal[-1].data
+    return None

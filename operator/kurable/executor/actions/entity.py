@@ -50,6 +50,7 @@ async def perform(runtime: Runtime, run: RunRef, act: Act, context: dict[str, An
             act.idempotency_key(run.uid),
             on_committed=status_projector(runtime.api),
             ask=http_handler(runtime.http),
+            max_value_bytes=runtime.settings.max_value_bytes,
         )
     except HandlerUnavailable as e:
         return None, StepError("Unavailable", f"{name}.{spec.command}: {e}")
