@@ -16,8 +16,12 @@ class Service:
     counts requests per Idempotency-Key. With `gather=n`, every request is held until
     n requests are in flight at once (or 20 s pass); `peak` is the most seen at once."""
 
-    def __init__(self, failures: int = 0, status: int = 503, gather: int = 0) -> None:
+    def __init__(
+        self, failures: int = 0, status: int = 503, gather: int = 0, padding: int = 0
+    ) -> None:
         self.failures = failures
+        self.padding = padding
+        """With `padding=n`, each answer carries `"blob": "x" * n` (a large response)."""
         self.status = status
         self.gather = gather
         self.in_flight = 0
@@ -42,13 +46,14 @@ class Service:
             await self._hold()
         if self.keys[key] <= self.failures:
             return web.json_response({"error": "try again"}, status=self.status)
-        return web.json_response(
-            {
-                "path": request.path,
-                "calls": self.keys[key],
-                "auth": request.headers.get("Authorization"),
-            }
-        )
+        answer: dict[str, Any] = {
+            "path": request.path,
+            "calls": self.keys[key],
+            "auth": request.headers.get("Authorization"),
+        }
+        if self.padding:
+            answer["blob"] = "x" * self.padding
+        return web.json_response(answer)
 
     async def _hold(self) -> None:
         self._gathered = self._gathered or asyncio.Event()

@@ -17,7 +17,8 @@ from kurable.store.keys import normalize_prefix
 def settings(args: argparse.Namespace) -> OperatorSettings:
     """The operator's settings from its flags, else from the environment
     ($KURABLE_ETCD_ENDPOINTS, $KURABLE_ETCD_PREFIX, $KURABLE_EXECUTOR_ID; the flags
-    --resync-interval, --api-timeout and --max-value-bytes read theirs as defaults), else the defaults."""
+    --resync-interval, --api-timeout and --max-value-bytes read theirs as defaults), else
+    the defaults."""
     etcd = EtcdConfig.from_env()
     return OperatorSettings(
         etcd=EtcdConfig(

@@ -30,6 +30,7 @@ from typing import Any
 import aetcd
 
 from kurable.engine.entities import CommandRejected, Event, Snapshot
+from kurable.engine.sizes import canonical_json
 
 from . import keys
 
@@ -256,4 +257,6 @@ def _entity_json(ref: EntityRef) -> dict[str, str]:
 
 
 def _dump(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
+    # The canonical encoding the size rule measures (kurable.engine.sizes): UTF-8, not
+    # \uXXXX escapes, so a value's stored bytes are the bytes it was checked at.
+    return canonical_json(value)

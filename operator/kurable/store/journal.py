@@ -21,7 +21,7 @@ from typing import Any
 import aetcd
 
 from kurable.engine.journal import Record
-from kurable.engine.sizes import CHUNK_BYTES, chunks
+from kurable.engine.sizes import CHUNK_BYTES, canonical_json, chunks
 
 from . import keys
 
@@ -168,6 +168,11 @@ CHUNKED = "chunked"
 `{"chunked": {seq, token, count, bytes}}`. A record's own JSON never has this key."""
 
 
+LOAD_BATCH = 8
+"""Records per read request when loading a journal: a record stored whole is at most
+`CHUNK_BYTES` (256 KiB), so a batch stays far under the client's 4 MiB response limit."""
+
+
 class Journal:
     """Reading and appending journal records of runs."""
 
@@ -180,18 +185,30 @@ class Journal:
     async def load(self, uid: str) -> tuple[list[Record], int]:
         """All records of a run, in order, and the etcd revision they were read at.
 
-        A record stored in chunks is reassembled from them (read at the same revision).
-        Raises ValueError when a chunked record's chunks are missing or do not add up."""
-        result = await self.client.get_prefix(
-            keys.journal(self.prefix, uid).encode(), sort_order="ascend", sort_target="key"
+        Read in batches (the keys first, then at most `LOAD_BATCH` records per request),
+        so that a long journal never exceeds the client's 4 MiB response limit; a record
+        stored in chunks is reassembled from them. Raises ValueError when a chunked
+        record's chunks are missing or do not add up."""
+        listing = await self.client.get_prefix(
+            keys.journal(self.prefix, uid).encode(),
+            sort_order="ascend",
+            sort_target="key",
+            keys_only=True,
         )
-        revision = int(result.header.revision)
+        revision = int(listing.header.revision)
+        slots = [kv.key for kv in listing]
         records = []
-        for kv in result:
-            raw = json.loads(kv.value)
-            if isinstance(raw, dict) and CHUNKED in raw:
-                raw = json.loads(await self._reassemble(uid, raw[CHUNKED]))
-            records.append(Record.from_json(raw))
+        for start in range(0, len(slots), LOAD_BATCH):
+            batch = slots[start : start + LOAD_BATCH]
+            # Records are immutable once committed: reading them after the listing is safe.
+            result = await self.client.get_range(
+                batch[0], batch[-1] + b"\0", sort_order="ascend", sort_target="key"
+            )
+            for kv in result:
+                raw = json.loads(kv.value)
+                if isinstance(raw, dict) and CHUNKED in raw:
+                    raw = json.loads(await self._reassemble(uid, raw[CHUNKED]))
+                records.append(Record.from_json(raw))
         return records, revision
 
     async def append(self, uid: str, record: Record, fence: Fence) -> int:
@@ -204,7 +221,7 @@ class Journal:
         slot = keys.journal_record(self.prefix, uid, record.seq).encode()
         owner = keys.owner(self.prefix, uid).encode()
         tx = self.client.transactions
-        payload = json.dumps(record.to_json(), separators=(",", ":")).encode()
+        payload = canonical_json(record.to_json())  # the bytes the size rule measures
         if len(payload) > self.chunk_bytes:
             payload = await self._write_chunks(uid, record.seq, payload)
         ok, responses = await self.client.transaction(
@@ -233,15 +250,20 @@ class Journal:
         return json.dumps({CHUNKED: reference}, separators=(",", ":")).encode()
 
     async def _reassemble(self, uid: str, reference: dict[str, Any]) -> bytes:
-        prefix = keys.journal_chunks(self.prefix, uid, int(reference["seq"]), reference["token"])
-        result = await self.client.get_prefix(
-            prefix.encode(), sort_order="ascend", sort_target="key"
-        )
-        payload = b"".join(kv.value for kv in result)
+        seq, token = int(reference["seq"]), str(reference["token"])
+        pieces = []
+        for index in range(int(reference["count"])):  # one by one: each under 4 MiB
+            piece = await self.client.get(
+                keys.journal_chunk(self.prefix, uid, seq, token, index).encode()
+            )
+            if piece is None:
+                raise ValueError(f"journal record {seq} of run {uid}: chunk {index} is missing")
+            pieces.append(piece.value)
+        payload = b"".join(pieces)
         if len(payload) != reference["bytes"]:
             raise ValueError(
-                f"journal record {reference['seq']} of run {uid}: its chunks under {prefix} "
-                f"hold {len(payload)} bytes, the record says {reference['bytes']}"
+                f"journal record {seq} of run {uid}: its chunks hold {len(payload)} bytes, "
+                f"the record says {reference['bytes']}"
             )
         return payload
 

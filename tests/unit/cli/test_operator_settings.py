@@ -17,6 +17,7 @@ def parse(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], *argv: str) -> O
         "KURABLE_EXECUTOR_ID",
         "KURABLE_RESYNC_INTERVAL",
         "KURABLE_API_TIMEOUT",
+        "KURABLE_MAX_VALUE_BYTES",
     ):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
@@ -69,3 +70,17 @@ def test_a_flag_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
 def test_settings_that_cannot_work_are_refused_saying_what_to_fix(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
         OperatorSettings(**bad)  # type: ignore[arg-type]
+
+
+def test_the_value_size_limit_comes_from_the_flag_else_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert parse(monkeypatch, {}).max_value_bytes == 1024 * 1024
+    env = {"KURABLE_MAX_VALUE_BYTES": "2097152"}
+    assert parse(monkeypatch, env).max_value_bytes == 2 * 1024 * 1024
+    assert parse(monkeypatch, env, "--max-value-bytes", "65536").max_value_bytes == 65536
+
+
+def test_a_value_size_limit_below_one_kib_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_value_bytes must be at least 1024"):
+        OperatorSettings(max_value_bytes=10)

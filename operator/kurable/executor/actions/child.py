@@ -13,9 +13,8 @@ from typing import Any
 from kubernetes_asyncio import client as k8s
 
 from kurable.api.v1alpha1 import API_VERSION, GROUP, VERSION, WORKFLOW
-from kurable.engine import expressions
+from kurable.engine import expressions, records
 from kurable.engine.decide import Act, StepError
-from kurable.engine import records
 from kurable.engine.journal import TERMINAL_PHASES
 from kurable.engine.names import child_run_name, label_value
 
