@@ -270,7 +270,11 @@ class Retry(Model):
     backoff: Backoff | None = None
     """Delay between attempts."""
     retry_on: list[Name] | None = None
-    """Error kinds to retry (default: all retryable errors)."""
+    """Error kinds to retry (default: all retryable errors: Timeout, ConnectionError,
+    HttpServerError, Unavailable). Other kinds: HttpClientError, CommandRejected,
+    EntityNotFound, EntityTypeNotFound, SecretNotFound, ExpressionError, ChildFailed,
+    ChildConflict, OutputTooLarge (an output over the operator's --max-value-bytes; not
+    retried unless listed, since the action would run again)."""
 
 
 class OnFailure(Model):
