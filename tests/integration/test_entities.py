@@ -485,3 +485,41 @@ def test_status_never_moves_back_to_an_older_version(
     )  # fmt: skip
     assert stale.returncode != 0 and "Conflict" in stale.stderr + stale.stdout, stale
     assert get(control_plane, namespace, "entity/bob")["status"]["version"] == 5
+
+
+NOTEBOOK: dict[str, Any] = {
+    "apiVersion": "kurable.dev/v1alpha1",
+    "kind": "EntityType",
+    "metadata": {"name": "notebook"},
+    "spec": {
+        "stateSchema": {"type": "object"},
+        "commands": {
+            "note": {
+                "emit": [{"type": "Noted", "data": {"text": "${ input.text }"}}],
+                "reply": "${ size(input.text) }",
+            }
+        },
+        "events": {"Noted": {"set": {"last": "${ event.text }"}}},
+    },
+}
+
+
+def test_a_command_whose_commit_is_over_the_size_limit_is_rejected_and_applies_nothing(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    apply(control_plane, namespace, NOTEBOOK)
+    apply(control_plane, namespace, entity("pad", {}, type_="notebook"))
+    pad = ready(control_plane, namespace, "pad")
+    with client(control_plane) as kurable:
+        assert kurable.send_command(namespace, "pad", "note", {"text": "hi"}) == 2
+        with pytest.raises(CommandRejected) as caught:
+            # 600 KB fits one value, but the commit writes it three times (the entity's log,
+            # its type's stream, the new state): 1.8 MB, over the 1 MiB limit and over
+            # etcd's 1.5 MiB request limit.
+            kurable.send_command(namespace, "pad", "note", {"text": "x" * 600_000})
+        assert caught.value.reason == "ValueTooLarge"
+        message = caught.value.message
+        assert "command 'note' would write 1800" in message
+        assert "--max-value-bytes" in message and "nothing was applied" in message
+        assert kurable.get_state(namespace, "pad").state == {"last": "hi"}
+    assert [e["data"] for e in events_of(control_plane, pad)] == [{"text": "hi"}]
