@@ -186,3 +186,14 @@ def test_two_signals_sent_together_survive_a_death_between_their_records() -> No
     run(obj, journal)
     assert sorted((s.name, s.payload) for s in journal) == [("APPROVE", 1), ("B", 2)]
     assert obj.annotations == {CONSUMED_ANNOTATION: "1"}
+
+
+def test_a_payload_over_the_size_limit_is_unreadable_and_never_journaled() -> None:
+    big = '{"blob":"' + "x" * 2000 + '"}'
+    taken = intake({KEY: big}, [], max_payload_bytes=1024)
+    assert taken.arrivals == ()
+    [refused] = taken.unreadable
+    assert refused.key == KEY
+    assert refused.problem.startswith("the payload of signal APPROVE is 2.0 KiB")
+    assert "--max-value-bytes" in refused.problem
+    assert intake({KEY: big}, [], max_payload_bytes=4096).arrivals != ()
