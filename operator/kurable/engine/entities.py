@@ -1,6 +1,8 @@
 """Entities, decided purely: a command against a state gives events, a new state and a reply.
 
-No I/O here. `decide` runs one command of an EntityType through its steps:
+No I/O here. A command to an EntityType whose definition has problems is refused
+first (`TypeInvalid`, `type_problems`). `decide` runs one command of an EntityType
+through its steps:
 
 1. the command must exist (`UnknownCommand`);
 2. its input must fit `inputSchema` (`InvalidInput`);
@@ -18,10 +20,14 @@ into a state with the same event handlers, so the log and the snapshot agree.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from pydantic import ValidationError
 
 from kurable.api.v1alpha1 import EntityStatus, EntityTypeSpec
 
@@ -29,9 +35,10 @@ from . import expressions, schema, validate
 from .conditions import updated_condition
 
 RejectionReason = Literal[
-    "UnknownCommand", "InvalidInput", "GuardFailed", "InvalidState", "HandlerError"
+    "TypeInvalid", "UnknownCommand", "InvalidInput", "GuardFailed", "InvalidState", "HandlerError"
 ]
 REJECTION_REASONS: tuple[RejectionReason, ...] = (
+    "TypeInvalid",
     "UnknownCommand",
     "InvalidInput",
     "GuardFailed",
@@ -62,6 +69,76 @@ class CommandRejected(Exception):
             (r for r in REJECTION_REASONS if r == stored), "HandlerError"
         )
         return cls(reason, str(data.get("message", "")))
+
+
+class CommandConflict(Exception):
+    """A command id reused for a different command or input: nothing was applied.
+
+    An id names one request (the IETF idempotency-key draft's rule): a retry must send
+    the same command with the same input, and gets the first answer; anything else under
+    the same id is refused (an HTTP endpoint answers 409 Conflict). `differs` says what
+    differs: ("command",) or ("input",).
+    """
+
+    def __init__(self, command_id: str, differs: Sequence[str], message: str) -> None:
+        self.command_id = command_id
+        self.differs = tuple(differs)
+        self.message = message
+        super().__init__(message)
+
+
+def command_fingerprint(command: str, input: Any) -> str:
+    """The sha256 (hex) of the canonical JSON of `{command, input}`: what a command id
+    stands for. Canonical: keys sorted, no spaces, `None` input as `{}`, and a number
+    with an integral value as an integer (`10.0` and `10` are one input, as in CEL)."""
+    canonical = json.dumps(
+        {"command": command, "input": _canonical({} if input is None else input)},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_same_command(
+    record: Mapping[str, Any], command_id: str, command: str, input: Any
+) -> None:
+    """Raise CommandConflict unless `command` with `input` is what the dedup `record` of
+    `command_id` was written for. Records without a fingerprint (written before
+    fingerprints existed) are trusted when the command's name matches."""
+    recorded_command = record.get("command")
+    differs = []
+    if recorded_command is not None and recorded_command != command:
+        differs.append("command")
+    fingerprint = record.get("fingerprint")
+    if fingerprint is not None and not differs:
+        if fingerprint != command_fingerprint(command, input):
+            differs.append("input")
+    if not differs:
+        return
+    what = (
+        f"command {recorded_command!r}, not {command!r}"
+        if differs == ["command"]
+        else f"command {command!r} with a different input"
+    )
+    raise CommandConflict(
+        command_id,
+        differs,
+        f"command id {command_id!r} was already used for {what}: an id names one request, "
+        "and a retry must send the same command and input (to send another command, "
+        "use a new id)",
+    )
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    return value
 
 
 class EventNotApplicable(Exception):
@@ -107,6 +184,58 @@ class Snapshot:
             version=int(data.get("version", 0)),
             last_event=data.get("lastEvent"),
         )
+
+
+def usable_type(entity_type: EntityTypeSpec | Mapping[str, Any]) -> EntityTypeSpec:
+    """The definition commands run against; raise CommandRejected(TypeInvalid) when the
+    EntityType is not usable, saying why.
+
+    `entity_type` is the EntityType object (`{metadata, spec, status}` as the API server
+    returns it), its spec as a mapping, or a parsed EntityTypeSpec. An object whose status
+    says `Invalid` for its current generation is refused with its status message; when
+    status has not caught up with the spec (or there is none), the definition is checked
+    here (`definition_problems`), so an edit that broke the type is refused at once.
+    """
+    if isinstance(entity_type, EntityTypeSpec):
+        return _checked_definition(entity_type, "the EntityType")
+    if "kind" not in entity_type and "metadata" not in entity_type:
+        return _checked_definition(_parsed(entity_type, "the EntityType"), "the EntityType")
+    meta = entity_type.get("metadata") or {}
+    status = entity_type.get("status") or {}
+    name = f"EntityType {meta.get('name', '?')}"
+    spec = _parsed(entity_type.get("spec") or {}, name)
+    current = (
+        status.get("observedGeneration") is not None
+        and status.get("observedGeneration") == meta.get("generation")
+    )
+    if current and status.get("phase") == "Invalid":
+        raise CommandRejected(
+            "TypeInvalid",
+            f"{name} is Invalid: {status.get('message') or 'see its status'}; "
+            "fix its definition and send the command again",
+        )
+    if current and status.get("phase") == "Valid":
+        return spec
+    return _checked_definition(spec, name)
+
+
+def _parsed(spec: Mapping[str, Any], name: str) -> EntityTypeSpec:
+    try:
+        return EntityTypeSpec.model_validate(spec)
+    except ValidationError as e:
+        problems = "; ".join(str(p) for p in validate.model_problems(e, "spec"))
+        raise CommandRejected(
+            "TypeInvalid", f"{name} is Invalid: {problems}; fix its definition"
+        ) from None
+
+
+def _checked_definition(spec: EntityTypeSpec, name: str) -> EntityTypeSpec:
+    problems = definition_problems(spec)
+    if problems:
+        raise CommandRejected(
+            "TypeInvalid", f"{name} is Invalid: {'; '.join(problems[:5])}; fix its definition"
+        )
+    return spec
 
 
 def decide(
