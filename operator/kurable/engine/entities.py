@@ -204,10 +204,9 @@ def usable_type(entity_type: EntityTypeSpec | Mapping[str, Any]) -> EntityTypeSp
     status = entity_type.get("status") or {}
     name = f"EntityType {meta.get('name', '?')}"
     spec = _parsed(entity_type.get("spec") or {}, name)
-    current = (
-        status.get("observedGeneration") is not None
-        and status.get("observedGeneration") == meta.get("generation")
-    )
+    current = status.get("observedGeneration") is not None and status.get(
+        "observedGeneration"
+    ) == meta.get("generation")
     if current and status.get("phase") == "Invalid":
         raise CommandRejected(
             "TypeInvalid",
@@ -377,8 +376,23 @@ def state_problems(entity_type: EntityTypeSpec, state: Any) -> list[str]:
     return schema.validate(entity_type.state_schema, state, "state")
 
 
+COMMAND_VARIABLES = ("state", "input")
+"""What a command's guards, emitted event data and reply may read."""
+EVENT_VARIABLES = ("state", "event")
+"""What an event handler's `set` may read: the state before the event, and `event`, the
+event's data (the command's rendered `emit[].data`)."""
+
+
 def definition_problems(entity_type: EntityTypeSpec) -> list[str]:
-    """Everything wrong with an EntityType, each naming the command or field to fix."""
+    """Everything wrong with an EntityType, each naming the command or field to fix.
+
+    Besides schemas and syntax: every expression may read only the variables of its
+    place (`COMMAND_VARIABLES`, `EVENT_VARIABLES`), and an event handler may read only
+    fields of `event` that some command emits (when every command's `emit[].data` for
+    that event is a literal object, so the fields are known), and a command only fields
+    of `input` that its inputSchema allows (when it closes them with
+    `additionalProperties: false`): such references could never resolve.
+    """
     problems = schema.check_schema(entity_type.state_schema, "spec.stateSchema")
     if not problems and entity_type.state_schema.get("type", "object") != "object":
         problems.append("spec.stateSchema.type: the state must be an object")
@@ -390,10 +404,13 @@ def definition_problems(entity_type: EntityTypeSpec) -> list[str]:
             problems += _compile(
                 guard.rule if "${" in guard.rule else "${" + guard.rule + "}",
                 f"{where}.guards[{index}].rule",
+                COMMAND_VARIABLES,
             )
             if guard.message_expression is not None:
                 problems += _compile(
-                    _wrapped(guard.message_expression), f"{where}.guards[{index}].messageExpression"
+                    _wrapped(guard.message_expression),
+                    f"{where}.guards[{index}].messageExpression",
+                    COMMAND_VARIABLES,
                 )
         for index, emitted in enumerate(command.emit or []):
             if emitted.type not in entity_type.events:
@@ -402,16 +419,71 @@ def definition_problems(entity_type: EntityTypeSpec) -> list[str]:
                     f"{where}.emit[{index}].type: event type {emitted.type!r} has no handler "
                     f"under spec.events (declared: {declared})"
                 )
-            problems += _compile(emitted.data, f"{where}.emit[{index}].data")
-        problems += _compile(command.reply, f"{where}.reply")
+            problems += _compile(emitted.data, f"{where}.emit[{index}].data", COMMAND_VARIABLES)
+        problems += _compile(command.reply, f"{where}.reply", COMMAND_VARIABLES)
+        problems += _unknown_input_fields(command, where)
+    emitted_fields = _emitted_fields(entity_type)
     for event_type, handler in entity_type.events.items():
-        problems += _compile(handler.set, f"spec.events.{event_type}.set")
+        at = f"spec.events.{event_type}.set"
+        compiled = _compile(handler.set, at, EVENT_VARIABLES)
+        problems += compiled
+        known = emitted_fields.get(event_type)
+        if compiled or known is None:
+            continue
+        for field, expression, path in expressions.fields_read(handler.set, "event", at):
+            if field not in known:
+                shown = ", ".join(sorted(known)) or "none"
+                problems.append(
+                    f"{path}: expression {expression!r}: event has no field {field!r}: `event` "
+                    f"is the event's data, and the commands emit {event_type} with the fields "
+                    f"{shown} (e.g. `event.{min(known) if known else 'x'}`)"
+                )
     if "snapshot_every" in entity_type.model_fields_set:
         problems.append(
             "spec.snapshotEvery: does nothing in this version (the snapshot always holds "
             "the current state, written with every event); remove it"
         )
     return problems + [str(p) for p in _boolean_keys(entity_type)]
+
+
+def _emitted_fields(entity_type: EntityTypeSpec) -> dict[str, frozenset[str]]:
+    """Event type -> the fields its data can have, for the event types whose every
+    emitter gives a literal object; the others (and every type, when a command is
+    decided by an HTTP handler, which may emit anything) are left out: unknown."""
+    if any(command.handler is not None for command in entity_type.commands.values()):
+        return {}
+    fields: dict[str, set[str]] = {}
+    opaque: set[str] = set()
+    for command in entity_type.commands.values():
+        for emitted in command.emit or []:
+            if isinstance(emitted.data, Mapping):
+                fields.setdefault(emitted.type, set()).update(emitted.data)
+            else:
+                opaque.add(emitted.type)
+    return {t: frozenset(f) for t, f in fields.items() if t not in opaque}
+
+
+def _unknown_input_fields(command: Any, where: str) -> list[str]:
+    """`input.x` reads that a closed inputSchema (additionalProperties: false) never allows."""
+    closed = command.input_schema
+    if not isinstance(closed, Mapping) or closed.get("additionalProperties") is not False:
+        return []
+    allowed = set(closed.get("properties") or {})
+    places = [
+        (_wrapped(g.rule) if "${" not in g.rule else g.rule, f"{where}.guards[{i}].rule")
+        for i, g in enumerate(command.guards or [])
+    ]
+    places += [(e.data, f"{where}.emit[{i}].data") for i, e in enumerate(command.emit or [])]
+    places.append((command.reply, f"{where}.reply"))
+    problems = []
+    for value, at in places:
+        for field, expression, path in expressions.fields_read(value, "input", at):
+            if field not in allowed:
+                problems.append(
+                    f"{path}: expression {expression!r}: input has no field {field!r} "
+                    f"(the inputSchema allows only {', '.join(sorted(allowed)) or 'none'})"
+                )
+    return problems
 
 
 def _boolean_keys(entity_type: EntityTypeSpec) -> list[validate.Problem]:
@@ -492,9 +564,9 @@ def _wrapped(source: str) -> str:
     return source if source.lstrip().startswith("${") else "${" + source + "}"
 
 
-def _compile(value: Any, where: str) -> list[str]:
+def _compile(value: Any, where: str, names: Sequence[str]) -> list[str]:
     try:
-        expressions.check(value, where)
+        expressions.check_names(value, names, where)
     except expressions.ExpressionError as e:
         return [str(e)]
     return []

@@ -39,7 +39,6 @@ incarnation) may have committed a command without patching status."""
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 
-
 @kopf.on.resume(GROUP, VERSION, ENTITY.plural)
 @kopf.on.create(GROUP, VERSION, ENTITY.plural)
 @kopf.on.update(GROUP, VERSION, ENTITY.plural, field="spec")

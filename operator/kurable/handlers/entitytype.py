@@ -50,7 +50,7 @@ async def validate(
         entity_type: EntityTypeSpec | None = EntityTypeSpec.model_validate(body.get("spec") or {})
         problems = engine.definition_problems(entity_type) if entity_type else []
     except ValidationError as e:
-        entity_type, problems = None, [str(p) for p in model_problems(e, 'spec')]
+        entity_type, problems = None, [str(p) for p in model_problems(e, "spec")]
     previous = status.get("conditions")
     if problems:
         message = "; ".join(problems[:5])
