@@ -112,9 +112,12 @@ def check_same_command(
     if recorded_command is not None and recorded_command != command:
         differs.append("command")
     fingerprint = record.get("fingerprint")
-    if fingerprint is not None and not differs:
-        if fingerprint != command_fingerprint(command, input):
-            differs.append("input")
+    if (
+        fingerprint is not None
+        and not differs
+        and fingerprint != command_fingerprint(command, input)
+    ):
+        differs.append("input")
     if not differs:
         return
     what = (

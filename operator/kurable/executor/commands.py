@@ -130,8 +130,8 @@ async def execute_command(
     (preferred: its status tells whether it is Invalid), its spec, or an EntityTypeSpec.
     Raises CommandRejected(TypeInvalid) for an EntityType that is Invalid (nothing is
     read or recorded: the same id works once the type is fixed), CommandConflict when
-    `command_id` was used for another command or input. `on_committed` is awaited after a new command
-    commits (e.g. to project status); its failure is logged, never raised: the command
+    `command_id` was used for another command or input. `on_committed` is awaited after
+    a new command commits (e.g. to project status); its failure is logged, never raised: the command
     is committed either way. Raises EntityBusy when `max_attempts` transactions lost the
     race, HandlerUnavailable when the command's handler could not answer, ValueError for
     a malformed command id.
