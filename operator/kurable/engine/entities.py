@@ -392,9 +392,9 @@ def definition_problems(entity_type: EntityTypeSpec) -> list[str]:
     Besides schemas and syntax: every expression may read only the variables of its
     place (`COMMAND_VARIABLES`, `EVENT_VARIABLES`), and an event handler may read only
     fields of `event` that some command emits (when every command's `emit[].data` for
-    that event is a literal object, so the fields are known), and a command only fields
-    of `input` that its inputSchema allows (when it closes them with
-    `additionalProperties: false`): such references could never resolve.
+    that event is a literal object, so the fields are known), and fields of `state` and
+    `input` only when their schema lists them (when it lists `properties`): such
+    references could never resolve.
     """
     problems = schema.check_schema(entity_type.state_schema, "spec.stateSchema")
     if not problems and entity_type.state_schema.get("type", "object") != "object":
@@ -424,7 +424,15 @@ def definition_problems(entity_type: EntityTypeSpec) -> list[str]:
                 )
             problems += _compile(emitted.data, f"{where}.emit[{index}].data", COMMAND_VARIABLES)
         problems += _compile(command.reply, f"{where}.reply", COMMAND_VARIABLES)
-        problems += _unknown_input_fields(command, where)
+        problems += _unknown_fields(command.input_schema, "input", _command_places(command, where))
+    state_places = [
+        place
+        for name, command in entity_type.commands.items()
+        for place in _command_places(command, f"spec.commands.{name}")
+    ]
+    state_places += [(h.set, f"spec.events.{t}.set") for t, h in entity_type.events.items()]
+    if not problems:
+        problems += _unknown_fields(entity_type.state_schema, "state", state_places)
     emitted_fields = _emitted_fields(entity_type)
     for event_type, handler in entity_type.events.items():
         at = f"spec.events.{event_type}.set"
@@ -466,27 +474,41 @@ def _emitted_fields(entity_type: EntityTypeSpec) -> dict[str, frozenset[str]]:
     return {t: frozenset(f) for t, f in fields.items() if t not in opaque}
 
 
-def _unknown_input_fields(command: Any, where: str) -> list[str]:
-    """`input.x` reads that a closed inputSchema (additionalProperties: false) never allows."""
-    closed = command.input_schema
-    if not isinstance(closed, Mapping) or closed.get("additionalProperties") is not False:
+def _unknown_fields(declared: Any, variable: str, places: Sequence[tuple[Any, str]]) -> list[str]:
+    """`variable.x` reads where the schema `declared` lists its fields (`properties`, no
+    `x-kubernetes-preserve-unknown-fields`: the one dialect refuses any other field, see
+    `engine.schema`) and `x` is not one of them: such a read can never find a value."""
+    if (
+        not isinstance(declared, Mapping)
+        or not isinstance(declared.get("properties"), Mapping)
+        or declared.get("x-kubernetes-preserve-unknown-fields") is True
+    ):
         return []
-    allowed = set(closed.get("properties") or {})
-    places = [
-        (_wrapped(g.rule) if "${" not in g.rule else g.rule, f"{where}.guards[{i}].rule")
-        for i, g in enumerate(command.guards or [])
-    ]
-    places += [(e.data, f"{where}.emit[{i}].data") for i, e in enumerate(command.emit or [])]
-    places.append((command.reply, f"{where}.reply"))
+    allowed = set(declared["properties"])
+    shown = ", ".join(sorted(allowed)) or "none"
     problems = []
     for value, at in places:
-        for field, expression, path in expressions.fields_read(value, "input", at):
+        for field, expression, path in expressions.fields_read(value, variable, at):
             if field not in allowed:
                 problems.append(
-                    f"{path}: expression {expression!r}: input has no field {field!r} "
-                    f"(the inputSchema allows only {', '.join(sorted(allowed)) or 'none'})"
+                    f"{path}: expression {expression!r}: {variable} has no field {field!r} "
+                    f"(its schema lists only {shown})"
                 )
     return problems
+
+
+def _command_places(command: Any, where: str) -> list[tuple[Any, str]]:
+    """(value, path) of every expression of a command: guards, emitted data, reply."""
+    places: list[tuple[Any, str]] = []
+    for i, guard in enumerate(command.guards or []):
+        places.append((_wrapped(guard.rule), f"{where}.guards[{i}].rule"))
+        if guard.message_expression is not None:
+            places.append(
+                (_wrapped(guard.message_expression), f"{where}.guards[{i}].messageExpression")
+            )
+    places += [(e.data, f"{where}.emit[{i}].data") for i, e in enumerate(command.emit or [])]
+    places.append((command.reply, f"{where}.reply"))
+    return places
 
 
 def _boolean_keys(entity_type: EntityTypeSpec) -> list[validate.Problem]:
