@@ -15,7 +15,14 @@ import pytest
 import yaml
 
 from kurable.api.v1alpha1 import EntityTypeSpec
-from kurable.client import AsyncClient, Client, CommandRejected, Snapshot, project_entity_status
+from kurable.client import (
+    AsyncClient,
+    Client,
+    CommandConflict,
+    CommandRejected,
+    Snapshot,
+    project_entity_status,
+)
 from kurable.executor import commands
 from kurable.store import entities as store
 from kurable.store import keys
@@ -330,10 +337,8 @@ def test_deleting_an_entity_type_in_use_is_blocked_until_its_entities_are_gone(
         "the wallet deletion to be blocked",
     )
     assert "2 Entities of this type exist (alice, bob)" in wallet["status"]["message"]
-    events = control_plane.kubectl(
-        "get", "events", "-n", namespace, "--field-selector", "reason=DeletionBlocked"
-    ).stdout
-    assert "wallet" in events
+    ready_condition = next(c for c in wallet["status"]["conditions"] if c["type"] == "Ready")
+    assert (ready_condition["status"], ready_condition["reason"]) == ("False", "InUse")
     # Still usable meanwhile.
     with client(control_plane) as kurable:
         assert kurable.send_command(namespace, "bob", "deposit", {"amount": 1}) == 1
@@ -348,6 +353,32 @@ def test_deleting_an_entity_type_in_use_is_blocked_until_its_entities_are_gone(
         60,
         "the wallet EntityType to go once unused",
     )
+    # The wait (retried at least once meanwhile) is expected: an Info Event, no ERROR line.
+    blocked = json.loads(
+        control_plane.kubectl(
+            "get",
+            "events",
+            "-n",
+            namespace,
+            "--field-selector",
+            "reason=DeletionBlocked",
+            "-o",
+            "json",
+        ).stdout
+    )["items"]
+    assert blocked and {e["type"] for e in blocked} == {"Normal"}, blocked
+    kinds = json.loads(
+        control_plane.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+    )["items"]
+    assert not [
+        e for e in kinds if e["involvedObject"]["kind"] == "EntityType" and e["type"] != "Normal"
+    ]
+    errors = [
+        line
+        for line in operator.log_path.read_text(errors="replace").splitlines()
+        if f"[{namespace}/wallet]" in line and "ERROR" in line
+    ]
+    assert errors == []
 
 
 def test_a_large_state_is_truncated_in_status_but_whole_in_etcd(
@@ -523,3 +554,108 @@ def test_a_command_whose_commit_is_over_the_size_limit_is_rejected_and_applies_n
         assert "--max-value-bytes" in message and "nothing was applied" in message
         assert kurable.get_state(namespace, "pad").state == {"last": "hi"}
     assert [e["data"] for e in events_of(control_plane, pad)] == [{"text": "hi"}]
+
+
+def test_a_command_id_reused_with_another_input_is_a_conflict_and_applies_nothing(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    transfer_example(control_plane, namespace)
+    ns = ("-n", namespace)
+    first = cli(
+        control_plane,
+        "command",
+        "entity/alice",
+        "withdraw",
+        "--input",
+        '{"amount":10}',
+        "--id",
+        "pay-1",
+        *ns,
+    )
+    assert (first.returncode, first.stdout.strip()) == (0, "90"), first.stderr
+    again = cli(
+        control_plane,
+        "command",
+        "entity/alice",
+        "withdraw",
+        "--input",
+        '{"amount":10}',
+        "--id",
+        "pay-1",
+        *ns,
+    )
+    assert (again.returncode, again.stdout.strip()) == (0, "90"), again.stderr
+    other = cli(
+        control_plane,
+        "command",
+        "entity/alice",
+        "withdraw",
+        "--input",
+        '{"amount":50}',
+        "--id",
+        "pay-1",
+        *ns,
+    )
+    assert other.returncode == 3 and other.stdout == ""
+    assert "'pay-1'" in other.stderr and "different input" in other.stderr
+    deposit = cli(
+        control_plane,
+        "command",
+        "entity/alice",
+        "deposit",
+        "--input",
+        '{"amount":10}',
+        "--id",
+        "pay-1",
+        *ns,
+    )
+    assert deposit.returncode == 3 and "'withdraw', not 'deposit'" in deposit.stderr
+    alice = get(control_plane, namespace, "entity/alice")
+    assert [e["data"] for e in events_of(control_plane, alice)] == [{"amount": 10}]
+    with client(control_plane) as kurable:
+        assert kurable.get_state(namespace, "alice").state == {"balance": 90}
+        with pytest.raises(CommandConflict) as caught:
+            kurable.send_command(namespace, "alice", "withdraw", {"amount": 50}, "pay-1")
+        assert caught.value.differs == ("input",)
+
+
+def test_commands_to_an_invalid_entity_type_are_refused_saying_why(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    transfer_example(control_plane, namespace)
+    broken = copy.deepcopy(WALLET)
+    broken["spec"]["events"]["Withdrawn"]["set"]["balance"] = (
+        "${ state.balance - event.data.amount }"
+    )
+    apply(control_plane, namespace, broken)
+    wallet = eventually(
+        lambda: get(control_plane, namespace, "entitytype/wallet"),
+        lambda t: (t.get("status") or {}).get("phase") == "Invalid",
+        30,
+        "the wallet EntityType to be Invalid",
+    )
+    assert "event has no field 'data'" in wallet["status"]["message"]
+    refused = cli(
+        control_plane,
+        "command",
+        "entity/alice",
+        "withdraw",
+        "--input",
+        '{"amount":10}',
+        "-n",
+        namespace,
+    )
+    assert refused.returncode == 1
+    assert "rejected (TypeInvalid): EntityType wallet is Invalid" in refused.stderr
+    assert "event has no field 'data'" in refused.stderr
+    alice = get(control_plane, namespace, "entity/alice")
+    assert events_of(control_plane, alice) == []
+    apply(control_plane, namespace, WALLET)
+    eventually(
+        lambda: get(control_plane, namespace, "entitytype/wallet"),
+        lambda t: (t.get("status") or {}).get("phase") == "Valid",
+        30,
+        "the fixed wallet EntityType to be Valid",
+    )
+    with client(control_plane) as kurable:
+        assert kurable.send_command(namespace, "alice", "withdraw", {"amount": 10}) == 90

@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from . import _dev, _entities, _inspect, _operator
+from ._errors import UserError
+
+# Each command's module is imported only when that command runs: they pull in kopf,
+# the Kubernetes and etcd clients, pydantic models and CEL (~2 s), which `--help` and
+# argument errors must not wait for.
+
+
+def _lazy(module: str, function: str) -> Callable[[argparse.Namespace], int]:
+    """`kurable.cli.<module>.<function>`, imported when called."""
+
+    def run(args: argparse.Namespace) -> int:
+        target: Callable[[argparse.Namespace], int] = getattr(
+            importlib.import_module(f"{__name__}.{module}"), function
+        )
+        return target(args)
+
+    return run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         "($KURABLE_MAX_VALUE_BYTES, 1048576)",
     )
     op.add_argument("--verbose", "-v", action="store_true", help="debug logging")
-    op.set_defaults(func=_operator.run)
+    op.set_defaults(func=_lazy("_operator", "run"))
 
     dev = sub.add_parser("dev", help="a local control plane plus the operator, in the foreground")
     dev.add_argument(
@@ -89,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where certificates, etcd data, kubeconfig and logs live",
     )
     dev.add_argument("--no-operator", action="store_true", help="start only the control plane")
-    dev.set_defaults(func=_dev.run)
+    dev.set_defaults(func=_lazy("_dev", "run"))
 
     crds = sub.add_parser("crds", help="write the CRDs generated from the API models")
     crds.add_argument("--output", "-o", default="crds", help="directory to write into")
@@ -98,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write nothing; fail if the directory differs from the models",
     )
-    crds.set_defaults(func=_inspect.crds)
+    crds.set_defaults(func=_lazy("_inspect", "crds"))
 
     history = sub.add_parser(
         "history", help="print a run's whole journal, or an entity's event log, from etcd"
@@ -106,17 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("ref", metavar="workflow/NAME|entity/NAME")
     history.add_argument("--namespace", "-n", default=None)
     history.add_argument("--output", "-o", choices=["table", "json"], default="table")
-    history.set_defaults(func=_inspect.history)
+    history.set_defaults(func=_lazy("_inspect", "history"))
 
     watch = sub.add_parser("watch", help="follow a run's steps until it finishes")
     watch.add_argument("ref", metavar="workflow/NAME")
     watch.add_argument("--namespace", "-n", default=None)
     watch.add_argument("--timeout", type=float, default=600.0, help="give up after seconds")
-    watch.set_defaults(func=_inspect.watch)
+    watch.set_defaults(func=_lazy("_inspect", "watch"))
 
     command = sub.add_parser(
         "command",
-        help="send a command to an entity; print its reply as JSON (rejections: exit 1)",
+        help="send a command to an entity; print its reply as JSON (rejected: exit 1; "
+        "--id reused for another command or input: exit 3)",
     )
     command.add_argument("ref", metavar="entity/NAME")
     command.add_argument("entity_command", metavar="COMMAND", help="the command's name")
@@ -125,11 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     command.add_argument(
         "--id",
-        help="the command id: sending the same id again returns the first reply and changes "
-        "nothing (default: a new id each time)",
+        help="the command id: sending the same command and input with the same id again "
+        "returns the first reply and changes nothing; the same id with another command or "
+        "input is refused (exit 3) (default: a new id each time)",
     )
     command.add_argument("--namespace", "-n", default=None)
-    command.set_defaults(func=_entities.command)
+    command.set_defaults(func=_lazy("_entities", "command"))
     return parser
 
 
@@ -139,6 +158,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except (_inspect.UserError, _entities.UserError) as e:
+    except UserError as e:
         print(f"kurable: {e}", file=sys.stderr)
         return 2

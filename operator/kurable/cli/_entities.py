@@ -7,15 +7,15 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
+from ._errors import UserError
+
 if TYPE_CHECKING:
     from kurable.client import Client
 
 
-class UserError(Exception):
-    """Something the user can fix; printed without a traceback."""
-
-
 ENTITY_KINDS = ("entity", "entities", "ent")
+CONFLICT_EXIT = 3
+"""Exit status when --id was used before for another command or input (nothing applied)."""
 
 
 def is_entity_ref(ref: str) -> bool:
@@ -25,8 +25,15 @@ def is_entity_ref(ref: str) -> bool:
 
 
 def command(args: argparse.Namespace) -> int:
-    """Send a command; print the reply as JSON (exit 0) or the rejection on stderr (exit 1)."""
-    from kurable.client import CommandRejected, EntityBusy, EntityNotFound, HandlerUnavailable
+    """Send a command; print the reply as JSON (exit 0), or on stderr the rejection (exit 1)
+    or the conflict of an --id reused for another command or input (exit 3)."""
+    from kurable.client import (
+        CommandConflict,
+        CommandRejected,
+        EntityBusy,
+        EntityNotFound,
+        HandlerUnavailable,
+    )
 
     name = _entity_name(args.ref)
     try:
@@ -39,6 +46,9 @@ def command(args: argparse.Namespace) -> int:
         except CommandRejected as e:
             print(f"rejected ({e.reason}): {e.message}", file=sys.stderr)
             return 1
+        except CommandConflict as e:
+            print(f"conflict: {e.message}", file=sys.stderr)
+            return CONFLICT_EXIT
         except (EntityNotFound, EntityBusy, HandlerUnavailable) as e:
             raise UserError(f"{e} (nothing was applied; retry with the same --id)") from None
     print(json.dumps(reply))

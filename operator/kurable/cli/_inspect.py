@@ -17,10 +17,7 @@ from kurable.engine.journal import TERMINAL_PHASES, Record
 from kurable.store.journal import EtcdConfig, Journal, connect
 
 from . import _entities
-
-
-class UserError(Exception):
-    """Something the user can fix; printed without a traceback."""
+from ._errors import UserError
 
 
 def crds(args: argparse.Namespace) -> int:

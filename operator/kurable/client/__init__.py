@@ -3,11 +3,12 @@
 `Client` blocks (scripts, the CLI); `AsyncClient` is the same on asyncio.
 A rejected command raises `CommandRejected` (its `reason` and `message` say which
 rule refused it); nothing changed. A command id seen before returns the original
-reply and changes nothing.
+reply and changes nothing; reused for another command or input, it raises
+`CommandConflict` (nothing applied).
 """
 
 from kurable.client._entities import AsyncClient, Client, EntityNotFound
-from kurable.engine.entities import CommandRejected, Snapshot
+from kurable.engine.entities import CommandConflict, CommandRejected, Snapshot
 from kurable.executor.commands import (
     CommandResult,
     EntityBusy,
@@ -21,6 +22,7 @@ from kurable.store.entities import EntityRef
 __all__ = [
     "AsyncClient",
     "Client",
+    "CommandConflict",
     "CommandRejected",
     "CommandResult",
     "EntityBusy",

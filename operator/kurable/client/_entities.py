@@ -27,7 +27,7 @@ import aetcd
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 
-from kurable.api.v1alpha1 import ENTITY, ENTITY_TYPE, GROUP, VERSION, EntityTypeSpec
+from kurable.api.v1alpha1 import ENTITY, ENTITY_TYPE, GROUP, VERSION
 from kurable.engine.entities import Snapshot
 from kurable.executor.commands import (
     CommandResult,
@@ -141,8 +141,7 @@ class AsyncClient:
         if obj["metadata"].get("deletionTimestamp"):
             raise EntityNotFound(f"Entity {entity!r} in namespace {namespace!r} is being deleted")
         ref = EntityRef.from_object(obj)
-        type_obj = await self._get(ENTITY_TYPE.plural, namespace, ref.type, "EntityType")
-        entity_type = EntityTypeSpec.model_validate(type_obj["spec"])
+        entity_type = await self._get(ENTITY_TYPE.plural, namespace, ref.type, "EntityType")
         return await execute_command(
             self.etcd,
             self.prefix,

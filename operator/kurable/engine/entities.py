@@ -1,6 +1,8 @@
 """Entities, decided purely: a command against a state gives events, a new state and a reply.
 
-No I/O here. `decide` runs one command of an EntityType through its steps:
+No I/O here. A command to an EntityType whose definition has problems is refused
+first (`TypeInvalid`, `type_problems`). `decide` runs one command of an EntityType
+through its steps:
 
 1. the command must exist (`UnknownCommand`);
 2. its input must fit `inputSchema` (`InvalidInput`);
@@ -22,10 +24,14 @@ into a state with the same event handlers, so the log and the snapshot agree.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from pydantic import ValidationError
 
 from kurable.api.v1alpha1 import EntityStatus, EntityTypeSpec
 
@@ -33,9 +39,16 @@ from . import expressions, schema, sizes, validate
 from .conditions import updated_condition
 
 RejectionReason = Literal[
-    "UnknownCommand", "InvalidInput", "GuardFailed", "InvalidState", "HandlerError", "ValueTooLarge"
+    "TypeInvalid",
+    "UnknownCommand",
+    "InvalidInput",
+    "GuardFailed",
+    "InvalidState",
+    "HandlerError",
+    "ValueTooLarge",
 ]
 REJECTION_REASONS: tuple[RejectionReason, ...] = (
+    "TypeInvalid",
     "UnknownCommand",
     "InvalidInput",
     "GuardFailed",
@@ -67,6 +80,79 @@ class CommandRejected(Exception):
             (r for r in REJECTION_REASONS if r == stored), "HandlerError"
         )
         return cls(reason, str(data.get("message", "")))
+
+
+class CommandConflict(Exception):
+    """A command id reused for a different command or input: nothing was applied.
+
+    An id names one request (the IETF idempotency-key draft's rule): a retry must send
+    the same command with the same input, and gets the first answer; anything else under
+    the same id is refused (an HTTP endpoint answers 409 Conflict). `differs` says what
+    differs: ("command",) or ("input",).
+    """
+
+    def __init__(self, command_id: str, differs: Sequence[str], message: str) -> None:
+        self.command_id = command_id
+        self.differs = tuple(differs)
+        self.message = message
+        super().__init__(message)
+
+
+def command_fingerprint(command: str, input: Any) -> str:
+    """The sha256 (hex) of the canonical JSON of `{command, input}`: what a command id
+    stands for. Canonical: keys sorted, no spaces, `None` input as `{}`, and a number
+    with an integral value as an integer (`10.0` and `10` are one input, as in CEL)."""
+    canonical = json.dumps(
+        {"command": command, "input": _canonical({} if input is None else input)},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_same_command(
+    record: Mapping[str, Any], command_id: str, command: str, input: Any
+) -> None:
+    """Raise CommandConflict unless `command` with `input` is what the dedup `record` of
+    `command_id` was written for. Records without a fingerprint (written before
+    fingerprints existed) are trusted when the command's name matches."""
+    recorded_command = record.get("command")
+    differs = []
+    if recorded_command is not None and recorded_command != command:
+        differs.append("command")
+    fingerprint = record.get("fingerprint")
+    if (
+        fingerprint is not None
+        and not differs
+        and fingerprint != command_fingerprint(command, input)
+    ):
+        differs.append("input")
+    if not differs:
+        return
+    what = (
+        f"command {recorded_command!r}, not {command!r}"
+        if differs == ["command"]
+        else f"command {command!r} with a different input"
+    )
+    raise CommandConflict(
+        command_id,
+        differs,
+        f"command id {command_id!r} was already used for {what}: an id names one request, "
+        "and a retry must send the same command and input (to send another command, "
+        "use a new id)",
+    )
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    return value
 
 
 class EventNotApplicable(Exception):
@@ -143,6 +229,57 @@ def check_commit_size(accepted: CommandAccepted, command: str, limit: int) -> No
             f"{sizes.LIMIT_SETTING} (and etcd's --max-request-bytes with it); nothing was "
             "applied",
         )
+
+
+def usable_type(entity_type: EntityTypeSpec | Mapping[str, Any]) -> EntityTypeSpec:
+    """The definition commands run against; raise CommandRejected(TypeInvalid) when the
+    EntityType is not usable, saying why.
+
+    `entity_type` is the EntityType object (`{metadata, spec, status}` as the API server
+    returns it), its spec as a mapping, or a parsed EntityTypeSpec. An object whose status
+    says `Invalid` for its current generation is refused with its status message; when
+    status has not caught up with the spec (or there is none), the definition is checked
+    here (`definition_problems`), so an edit that broke the type is refused at once.
+    """
+    if isinstance(entity_type, EntityTypeSpec):
+        return _checked_definition(entity_type, "the EntityType")
+    if "kind" not in entity_type and "metadata" not in entity_type:
+        return _checked_definition(_parsed(entity_type, "the EntityType"), "the EntityType")
+    meta = entity_type.get("metadata") or {}
+    status = entity_type.get("status") or {}
+    name = f"EntityType {meta.get('name', '?')}"
+    spec = _parsed(entity_type.get("spec") or {}, name)
+    current = status.get("observedGeneration") is not None and status.get(
+        "observedGeneration"
+    ) == meta.get("generation")
+    if current and status.get("phase") == "Invalid":
+        raise CommandRejected(
+            "TypeInvalid",
+            f"{name} is Invalid: {status.get('message') or 'see its status'}; "
+            "fix its definition and send the command again",
+        )
+    if current and status.get("phase") == "Valid":
+        return spec
+    return _checked_definition(spec, name)
+
+
+def _parsed(spec: Mapping[str, Any], name: str) -> EntityTypeSpec:
+    try:
+        return EntityTypeSpec.model_validate(spec)
+    except ValidationError as e:
+        problems = "; ".join(str(p) for p in validate.model_problems(e, "spec"))
+        raise CommandRejected(
+            "TypeInvalid", f"{name} is Invalid: {problems}; fix its definition"
+        ) from None
+
+
+def _checked_definition(spec: EntityTypeSpec, name: str) -> EntityTypeSpec:
+    problems = definition_problems(spec)
+    if problems:
+        raise CommandRejected(
+            "TypeInvalid", f"{name} is Invalid: {'; '.join(problems[:5])}; fix its definition"
+        )
+    return spec
 
 
 def decide(
@@ -284,8 +421,23 @@ def state_problems(entity_type: EntityTypeSpec, state: Any) -> list[str]:
     return schema.validate(entity_type.state_schema, state, "state")
 
 
+COMMAND_VARIABLES = ("state", "input")
+"""What a command's guards, emitted event data and reply may read."""
+EVENT_VARIABLES = ("state", "event")
+"""What an event handler's `set` may read: the state before the event, and `event`, the
+event's data (the command's rendered `emit[].data`)."""
+
+
 def definition_problems(entity_type: EntityTypeSpec) -> list[str]:
-    """Everything wrong with an EntityType, each naming the command or field to fix."""
+    """Everything wrong with an EntityType, each naming the command or field to fix.
+
+    Besides schemas and syntax: every expression may read only the variables of its
+    place (`COMMAND_VARIABLES`, `EVENT_VARIABLES`), and an event handler may read only
+    fields of `event` that some command emits (when every command's `emit[].data` for
+    that event is a literal object, so the fields are known), and fields of `state` and
+    `input` only when their schema lists them (when it lists `properties`): such
+    references could never resolve.
+    """
     problems = schema.check_schema(entity_type.state_schema, "spec.stateSchema")
     if not problems and entity_type.state_schema.get("type", "object") != "object":
         problems.append("spec.stateSchema.type: the state must be an object")
@@ -297,10 +449,13 @@ def definition_problems(entity_type: EntityTypeSpec) -> list[str]:
             problems += _compile(
                 guard.rule if "${" in guard.rule else "${" + guard.rule + "}",
                 f"{where}.guards[{index}].rule",
+                COMMAND_VARIABLES,
             )
             if guard.message_expression is not None:
                 problems += _compile(
-                    _wrapped(guard.message_expression), f"{where}.guards[{index}].messageExpression"
+                    _wrapped(guard.message_expression),
+                    f"{where}.guards[{index}].messageExpression",
+                    COMMAND_VARIABLES,
                 )
         for index, emitted in enumerate(command.emit or []):
             if emitted.type not in entity_type.events:
@@ -309,16 +464,93 @@ def definition_problems(entity_type: EntityTypeSpec) -> list[str]:
                     f"{where}.emit[{index}].type: event type {emitted.type!r} has no handler "
                     f"under spec.events (declared: {declared})"
                 )
-            problems += _compile(emitted.data, f"{where}.emit[{index}].data")
-        problems += _compile(command.reply, f"{where}.reply")
+            problems += _compile(emitted.data, f"{where}.emit[{index}].data", COMMAND_VARIABLES)
+        problems += _compile(command.reply, f"{where}.reply", COMMAND_VARIABLES)
+        problems += _unknown_fields(command.input_schema, "input", _command_places(command, where))
+    state_places = [
+        place
+        for name, command in entity_type.commands.items()
+        for place in _command_places(command, f"spec.commands.{name}")
+    ]
+    state_places += [(h.set, f"spec.events.{t}.set") for t, h in entity_type.events.items()]
+    if not problems:
+        problems += _unknown_fields(entity_type.state_schema, "state", state_places)
+    emitted_fields = _emitted_fields(entity_type)
     for event_type, handler in entity_type.events.items():
-        problems += _compile(handler.set, f"spec.events.{event_type}.set")
+        at = f"spec.events.{event_type}.set"
+        compiled = _compile(handler.set, at, EVENT_VARIABLES)
+        problems += compiled
+        known = emitted_fields.get(event_type)
+        if compiled or known is None:
+            continue
+        for field, expression, path in expressions.fields_read(handler.set, "event", at):
+            if field not in known:
+                shown = ", ".join(sorted(known)) or "none"
+                problems.append(
+                    f"{path}: expression {expression!r}: event has no field {field!r}: `event` "
+                    f"is the event's data, and the commands emit {event_type} with the fields "
+                    f"{shown} (e.g. `event.{min(known) if known else 'x'}`)"
+                )
     if "snapshot_every" in entity_type.model_fields_set:
         problems.append(
             "spec.snapshotEvery: does nothing in this version (the snapshot always holds "
             "the current state, written with every event); remove it"
         )
     return problems + [str(p) for p in _boolean_keys(entity_type)]
+
+
+def _emitted_fields(entity_type: EntityTypeSpec) -> dict[str, frozenset[str]]:
+    """Event type -> the fields its data can have, for the event types whose every
+    emitter gives a literal object; the others (and every type, when a command is
+    decided by an HTTP handler, which may emit anything) are left out: unknown."""
+    if any(command.handler is not None for command in entity_type.commands.values()):
+        return {}
+    fields: dict[str, set[str]] = {}
+    opaque: set[str] = set()
+    for command in entity_type.commands.values():
+        for emitted in command.emit or []:
+            if isinstance(emitted.data, Mapping):
+                fields.setdefault(emitted.type, set()).update(emitted.data)
+            else:
+                opaque.add(emitted.type)
+    return {t: frozenset(f) for t, f in fields.items() if t not in opaque}
+
+
+def _unknown_fields(declared: Any, variable: str, places: Sequence[tuple[Any, str]]) -> list[str]:
+    """`variable.x` reads where the schema `declared` lists its fields (`properties`, no
+    `x-kubernetes-preserve-unknown-fields`: the one dialect refuses any other field, see
+    `engine.schema`) and `x` is not one of them: such a read can never find a value."""
+    if (
+        not isinstance(declared, Mapping)
+        or not isinstance(declared.get("properties"), Mapping)
+        or declared.get("x-kubernetes-preserve-unknown-fields") is True
+    ):
+        return []
+    allowed = set(declared["properties"])
+    shown = ", ".join(sorted(allowed)) or "none"
+    problems = []
+    for value, at in places:
+        for field, expression, path in expressions.fields_read(value, variable, at):
+            if field not in allowed:
+                problems.append(
+                    f"{path}: expression {expression!r}: {variable} has no field {field!r} "
+                    f"(its schema lists only {shown})"
+                )
+    return problems
+
+
+def _command_places(command: Any, where: str) -> list[tuple[Any, str]]:
+    """(value, path) of every expression of a command: guards, emitted data, reply."""
+    places: list[tuple[Any, str]] = []
+    for i, guard in enumerate(command.guards or []):
+        places.append((_wrapped(guard.rule), f"{where}.guards[{i}].rule"))
+        if guard.message_expression is not None:
+            places.append(
+                (_wrapped(guard.message_expression), f"{where}.guards[{i}].messageExpression")
+            )
+    places += [(e.data, f"{where}.emit[{i}].data") for i, e in enumerate(command.emit or [])]
+    places.append((command.reply, f"{where}.reply"))
+    return places
 
 
 def _boolean_keys(entity_type: EntityTypeSpec) -> list[validate.Problem]:
@@ -399,9 +631,9 @@ def _wrapped(source: str) -> str:
     return source if source.lstrip().startswith("${") else "${" + source + "}"
 
 
-def _compile(value: Any, where: str) -> list[str]:
+def _compile(value: Any, where: str, names: Sequence[str]) -> list[str]:
     try:
-        expressions.check(value, where)
+        expressions.check_names(value, names, where)
     except expressions.ExpressionError as e:
         return [str(e)]
     return []

@@ -15,7 +15,7 @@ import functools
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from cel_expr_python import cel
@@ -154,6 +154,65 @@ def check(value: Any, where: str = "") -> None:
     elif isinstance(value, dict):
         for k, v in value.items():
             check(v, f"{where}.{k}" if where else k)
+
+
+def check_names(value: Any, names: Iterable[str], where: str = "") -> None:
+    """Like `check`, and every variable an expression reads must be one of `names`.
+
+    CEL's own checker decides (variables declared as `dyn`), so a reference that can
+    never resolve (`input.by` where only `state` and `event` exist) is refused before
+    anything runs. Raises ExpressionError at the first bad expression.
+    """
+    declared = frozenset(names)
+    check(value, where)
+    for expr, at in _located(value, where):
+        try:
+            _checking_env(declared).compile(expr.strip())
+        except RuntimeError as e:
+            problem = _compile_problem(str(e))
+            if "undeclared reference" in problem:
+                shown = ", ".join(sorted(declared))
+                what = problem.split(": ", 1)[-1].replace(" (in container '')", "")
+                raise ExpressionError(
+                    expr.strip(),
+                    f"{what}: only {shown} can be used here",
+                    at,
+                ) from None
+
+
+def fields_read(value: Any, variable: str, where: str = "") -> list[tuple[str, str, str]]:
+    """(field, expression, path) for each `variable.field` an expression in `value` reads
+    (string literals aside; `variable["field"]` is not seen)."""
+    pattern = re.compile(rf"(?<![\w.]){re.escape(variable)}\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
+    found = []
+    for expr, at in _located(value, where):
+        code = _STRING_LITERAL.sub('""', expr)
+        found += [(m.group(1), expr.strip(), at) for m in pattern.finditer(code)]
+    return found
+
+
+_STRING_LITERAL = re.compile(r"'(?:\\.|[^'\\])*'|\"(?:\\.|[^\"\\])*\"")
+
+
+@functools.lru_cache(maxsize=64)
+def _checking_env(names: frozenset[str]) -> cel.Env:
+    return cel.NewEnv(
+        variables={name: cel.Type.DYN for name in names},
+        extensions=[ext_strings.ExtStrings()],
+    )
+
+
+def _located(value: Any, where: str) -> Iterator[tuple[str, str]]:
+    """Every expression in a JSON value with the path of the field it stands in."""
+    if isinstance(value, str):
+        for expr in _expressions(value):
+            yield expr, where
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _located(v, f"{where}[{i}]")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _located(v, f"{where}.{k}" if where else k)
 
 
 def _render_string(text: str, context: Mapping[str, Any]) -> Any:

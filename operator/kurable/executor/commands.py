@@ -6,7 +6,13 @@ one revision (`store.entities.read_command`), decides purely
 `decide_answered`), and commits with ONE transaction (`store.entities.commit_command`)
 that succeeds only if the snapshot is still the one read and the command id is still
 unknown. A lost race reads and decides again (bounded, with jitter); a command id
-seen before returns its original reply (or rejection) and changes nothing.
+seen before returns its original reply (or rejection) and changes nothing, provided
+it is the same command with the same input (the record keeps a fingerprint of both):
+an id reused for anything else raises CommandConflict.
+
+Commands to an EntityType whose status says `Invalid` are refused (`TypeInvalid`,
+with the type's status message) before anything is read: its definition cannot be
+trusted to decide.
 
 After a commit, the new state is projected into the Entity's status
 (`project_entity_status`); a sender that dies before that leaves status behind, and
@@ -33,7 +39,13 @@ from kubernetes_asyncio import client as k8s
 
 from kurable.api.v1alpha1 import ENTITY, GROUP, VERSION, EntityTypeSpec
 from kurable.engine import entities as engine
-from kurable.engine.entities import CommandRejected, Snapshot, project_status, status_merge_patch
+from kurable.engine.entities import (
+    CommandConflict,
+    CommandRejected,
+    Snapshot,
+    project_status,
+    status_merge_patch,
+)
 from kurable.engine.journal import now_rfc3339
 from kurable.engine.sizes import DEFAULT_MAX_VALUE_BYTES
 from kurable.store import entities as store
@@ -54,6 +66,7 @@ STATUS_ATTEMPTS = 10
 
 __all__ = [
     "AskHandler",
+    "CommandConflict",
     "CommandRejected",
     "CommandResult",
     "EntityBusy",
@@ -115,9 +128,12 @@ async def execute_command(
 ) -> CommandResult:
     """Apply `command` to `entity` exactly once per `command_id`; raise CommandRejected if refused.
 
-    `entity` is an EntityRef or the Entity object; `entity_type` the EntityTypeSpec or the
-    EntityType's spec (or whole object). `on_committed` is awaited after a new command
-    commits (e.g. to project status); its failure is logged, never raised: the command
+    `entity` is an EntityRef or the Entity object; `entity_type` the EntityType object
+    (preferred: its status tells whether it is Invalid), its spec, or an EntityTypeSpec.
+    Raises CommandRejected(TypeInvalid) for an EntityType that is Invalid (nothing is
+    read or recorded: the same id works once the type is fixed), CommandConflict when
+    `command_id` was used for another command or input. `on_committed` is awaited after
+    a new command commits (e.g. to project status); its failure is logged, never raised: the command
     is committed either way. Raises EntityBusy when `max_attempts` transactions lost the
     race, HandlerUnavailable when the command's handler could not answer, ValueError for
     a malformed command id. A command whose events, reply or commit exceed
@@ -125,8 +141,8 @@ async def execute_command(
     before anything is written.
     """
     ref = entity if isinstance(entity, EntityRef) else EntityRef.from_object(entity)
-    spec = _spec(entity_type)
     _check_command_id(command_id)
+    spec = engine.usable_type(entity_type)
     async with _lock(client, ref.uid):
         result = await _execute(
             client,
@@ -166,11 +182,13 @@ async def _execute(
     ask: AskHandler | None,
     max_value_bytes: int,
 ) -> CommandResult:
+    fingerprint = engine.command_fingerprint(command, input)
     for attempt in range(max_attempts):
         if attempt:
             await asyncio.sleep(random.uniform(0, min(MAX_BACKOFF_SECONDS, 0.005 * 2**attempt)))
         read = await store.read_command(client, prefix, ref, command_id)
         if read.record is not None:
+            engine.check_same_command(read.record, command_id, command, input)
             if "rejected" in read.record:
                 raise CommandRejected.from_json(read.record["rejected"])
             return CommandResult(
@@ -184,7 +202,9 @@ async def _execute(
             decision = await _decide(spec, snapshot, command, input, command_id, ask)
             engine.check_commit_size(decision, command, max_value_bytes)
         except CommandRejected as rejection:
-            if await store.commit_rejection(client, prefix, read, command, rejection, at):
+            if await store.commit_rejection(
+                client, prefix, read, command, fingerprint, rejection, at
+            ):
                 raise
             continue
         committed = await store.commit_command(
@@ -192,6 +212,7 @@ async def _execute(
             prefix,
             read,
             command,
+            fingerprint,
             snapshot,
             decision.events,
             decision.state,
@@ -231,13 +252,6 @@ async def _decide(
     }
     answer = await ask(url, payload, command_id)
     return engine.decide_answered(spec, snapshot.state, command, answer)
-
-
-def _spec(entity_type: EntityTypeSpec | Mapping[str, Any]) -> EntityTypeSpec:
-    if isinstance(entity_type, EntityTypeSpec):
-        return entity_type
-    spec = entity_type.get("spec", entity_type) if "kind" in entity_type else entity_type
-    return EntityTypeSpec.model_validate(spec)
 
 
 def _check_command_id(command_id: str) -> None:

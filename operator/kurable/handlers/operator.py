@@ -21,6 +21,18 @@ from kurable.executor.settings import OperatorSettings
 FINALIZER = "kurable.dev/finalizer"
 
 
+class ExpectedWait(kopf.TemporaryError):
+    """A handler waiting for something users do (delete an EntityType's Entities, create
+    a missing EntityType): kopf retries it after `delay` seconds, like any TemporaryError,
+    but it is no failure: kopf's ERROR line (and Error Event) for it is dropped. The
+    handler says why it waits once, with an Info or Warning Event and a status condition."""
+
+    MARK = "waiting: "
+
+    def __init__(self, message: str, delay: float) -> None:
+        super().__init__(self.MARK + message, delay=delay)
+
+
 class OperatorMemo(kopf.Memo):
     """kopf's memo for Kurable's handlers (kopf copies it for each object, shallowly)."""
 
@@ -61,6 +73,7 @@ async def configure(settings: kopf.OperatorSettings, memo: OperatorMemo, **_: An
     settings.posting.level = logging.INFO
     settings.execution.max_workers = 4
     logging.getLogger("kopf.objects").addFilter(_quiet_wakeups)
+    logging.getLogger("kopf.objects").addFilter(_quiet_expected_waits)
     logging.getLogger("aiohttp.server").addFilter(_quiet_failed_probes)
     memo.executor = await Executor.start(ours, event_queue=_kopf_event)
 
@@ -113,6 +126,11 @@ class _Backoffs:
 def _quiet_wakeups(record: logging.LogRecord) -> bool:
     """Drop kopf's per-event success line of the `wake` handler (one per watch event)."""
     return "Handler 'wake' succeeded" not in record.getMessage()
+
+
+def _quiet_expected_waits(record: logging.LogRecord) -> bool:
+    """Drop kopf's `Handler 'x' failed temporarily: waiting: ...` line of an ExpectedWait."""
+    return f"failed temporarily: {ExpectedWait.MARK}" not in record.getMessage()
 
 
 def _quiet_failed_probes(record: logging.LogRecord) -> bool:

@@ -82,7 +82,8 @@ class CommandRead:
     snapshot_revision: int
     """The snapshot key's mod revision (0: absent); the commit requires it unchanged."""
     record: dict[str, Any] | None
-    """The command id's dedup record (`{command, reply|rejected, version, at}`), if seen."""
+    """The command id's dedup record (`{command, fingerprint, reply|rejected, version,
+    at}`), if seen; records written before fingerprints existed have none."""
 
 
 async def read_command(
@@ -107,6 +108,7 @@ async def commit_rejection(
     prefix: str,
     read: CommandRead,
     command: str,
+    fingerprint: str,
     rejection: CommandRejected,
     at: str,
 ) -> bool:
@@ -114,6 +116,7 @@ async def commit_rejection(
     entity moved, or the id was recorded meanwhile): read and decide again."""
     record = {
         "command": command,
+        "fingerprint": fingerprint,
         "rejected": rejection.to_json(),
         "at": at,
         "version": read.snapshot.version if read.snapshot is not None else 0,
@@ -133,6 +136,7 @@ async def commit_command(
     prefix: str,
     read: CommandRead,
     command: str,
+    fingerprint: str,
     base: Snapshot,
     events: Sequence[Event],
     state: dict[str, Any],
@@ -142,7 +146,8 @@ async def commit_command(
     """Commit an accepted command decided on `base` (the snapshot read, or the initial
     one when `read` found none): append `events` to the entity's log and the per-type
     stream, put the snapshot (`state` after the events) and record the reply under the
-    command id, all in one transaction.
+    command id with the command's `fingerprint` (`engine.entities.command_fingerprint`),
+    all in one transaction.
 
     Returns (the snapshot now current, the events as stored, the version after the
     command), or None when `read` is outdated: read and decide again.
@@ -178,7 +183,13 @@ async def commit_command(
         snapshot = Snapshot(state, version, last)
     if stored_events or read.snapshot is None:
         puts.append(tx.put(snapshot_key, _dump(snapshot.to_json())))
-    record = {"command": command, "reply": reply, "version": version, "at": at}
+    record = {
+        "command": command,
+        "fingerprint": fingerprint,
+        "reply": reply,
+        "version": version,
+        "at": at,
+    }
     puts.append(tx.put(dedup_key, _dump(record)))
     ok, _ = await client.transaction(
         compare=_unchanged(client, prefix, read), success=puts, failure=[]

@@ -292,3 +292,160 @@ def test_replaying_the_events_gives_the_state_reached_command_by_command(
 def test_replay_refuses_an_event_without_a_handler() -> None:
     with pytest.raises(E.EventNotApplicable, match="'Vanished' has no handler"):
         E.replay(WALLET, {"balance": 1}, [Event("Vanished", {})])
+
+
+# -- command ids: one id, one request ------------------------------------------------------
+
+
+def test_the_fingerprint_is_the_same_for_the_same_command_and_input_in_any_key_order() -> None:
+    a = E.command_fingerprint("withdraw", {"amount": 10, "note": {"x": 1, "y": [1, 2]}})
+    b = E.command_fingerprint("withdraw", {"note": {"y": [1, 2], "x": 1}, "amount": 10.0})
+    assert a == b
+    assert E.command_fingerprint("withdraw", None) == E.command_fingerprint("withdraw", {})
+
+
+def test_the_fingerprint_differs_for_another_input_or_another_command() -> None:
+    first = E.command_fingerprint("withdraw", {"amount": 10})
+    assert first != E.command_fingerprint("withdraw", {"amount": 50})
+    assert first != E.command_fingerprint("deposit", {"amount": 10})
+
+
+def record_of(command: str, input: Any) -> dict[str, Any]:
+    return {
+        "command": command,
+        "fingerprint": E.command_fingerprint(command, input),
+        "reply": {"balance": 90},
+        "version": 1,
+    }
+
+
+def test_reusing_an_id_with_another_input_is_a_conflict_naming_the_id() -> None:
+    with pytest.raises(E.CommandConflict) as caught:
+        E.check_same_command(
+            record_of("withdraw", {"amount": 10}), "pay-1", "withdraw", {"amount": 50}
+        )
+    assert caught.value.differs == ("input",)
+    assert caught.value.command_id == "pay-1"
+    assert "'pay-1'" in str(caught.value) and "different input" in str(caught.value)
+
+
+def test_reusing_an_id_with_another_command_is_a_conflict_naming_both_commands() -> None:
+    with pytest.raises(E.CommandConflict) as caught:
+        E.check_same_command(
+            record_of("withdraw", {"amount": 10}), "pay-1", "deposit", {"amount": 10}
+        )
+    assert caught.value.differs == ("command",)
+    assert "'withdraw'" in str(caught.value) and "'deposit'" in str(caught.value)
+
+
+def test_the_same_command_and_input_under_the_same_id_is_a_retry() -> None:
+    E.check_same_command(record_of("withdraw", {"amount": 10}), "pay-1", "withdraw", {"amount": 10})
+
+
+def test_a_record_without_a_fingerprint_answers_as_before_for_its_command() -> None:
+    old = {"command": "withdraw", "reply": {"balance": 90}, "version": 1}
+    E.check_same_command(old, "pay-1", "withdraw", {"amount": 50})
+    with pytest.raises(E.CommandConflict):
+        E.check_same_command(old, "pay-1", "deposit", {"amount": 10})
+
+
+# -- which EntityTypes commands may run against --------------------------------------------
+
+
+def type_object(phase: str | None, generation: int = 2, observed: int = 2, **spec: Any) -> Any:
+    obj: dict[str, Any] = {
+        "kind": "EntityType",
+        "metadata": {"name": "wallet", "generation": generation},
+        "spec": {**copy.deepcopy(WALLET_SPEC), **spec},
+    }
+    if phase is not None:
+        obj["status"] = {
+            "phase": phase,
+            "message": "spec.x: broken",
+            "observedGeneration": observed,
+        }
+    return obj
+
+
+def test_an_entity_type_whose_status_says_invalid_refuses_commands_saying_why() -> None:
+    with pytest.raises(CommandRejected) as caught:
+        E.usable_type(type_object("Invalid"))
+    assert caught.value.reason == "TypeInvalid"
+    assert "EntityType wallet is Invalid: spec.x: broken" in caught.value.message
+
+
+def test_a_broken_definition_is_refused_before_status_catches_up() -> None:
+    broken = {"Withdrawn": {"set": {"balance": "${ state.balance - input.amount }"}}}
+    for obj in (
+        type_object("Valid", generation=3, observed=2, events=broken),
+        type_object(None, events=broken),
+    ):
+        with pytest.raises(CommandRejected) as caught:
+            E.usable_type(obj)
+        assert caught.value.reason == "TypeInvalid"
+        assert "input.amount" in caught.value.message
+
+
+def test_a_valid_entity_type_is_usable() -> None:
+    assert E.usable_type(type_object("Valid")).commands.keys() == WALLET.commands.keys()
+    assert E.usable_type(WALLET) is WALLET
+
+
+# -- references that can never work --------------------------------------------------------
+
+
+def test_an_event_handler_reading_a_field_no_command_emits_is_a_definition_problem() -> None:
+    events = {"Withdrawn": {"set": {"balance": "${ state.balance - event.data.amount }"}}}
+    problems = E.definition_problems(wallet(events={**WALLET_SPEC["events"], **events}))
+    assert any(
+        "spec.events.Withdrawn.set.balance" in p
+        and "event has no field 'data'" in p
+        and "event.amount" in p
+        for p in problems
+    ), problems
+
+
+@pytest.mark.parametrize(
+    ("place", "change", "name"),
+    [
+        (
+            "events",
+            {"Withdrawn": {"set": {"balance": "${ state.balance - input.amount }"}}},
+            "input",
+        ),
+        ("reply", {"balance": "${ event.balance }"}, "event"),
+        ("guard", "balance >= input.amount", "balance"),
+    ],
+)
+def test_an_expression_reading_a_variable_its_place_does_not_have_is_a_definition_problem(
+    place: str, change: Any, name: str
+) -> None:
+    spec = copy.deepcopy(WALLET_SPEC)
+    if place == "events":
+        spec["events"].update(change)
+    elif place == "reply":
+        spec["commands"]["withdraw"]["reply"] = change
+    else:
+        spec["commands"]["withdraw"]["guards"] = [{"rule": change, "message": "m"}]
+    problems = E.definition_problems(EntityTypeSpec.model_validate(spec))
+    assert any(
+        f"undeclared reference to '{name}" in p and "can be used here" in p for p in problems
+    ), problems
+
+
+def test_reading_an_input_field_a_closed_input_schema_never_allows_is_a_definition_problem() -> (
+    None
+):
+    spec = copy.deepcopy(WALLET_SPEC)
+    spec["commands"]["withdraw"]["inputSchema"]["additionalProperties"] = False
+    spec["commands"]["withdraw"]["reply"] = {"x": "${ input.amout }"}
+    problems = E.definition_problems(EntityTypeSpec.model_validate(spec))
+    assert any("input has no field 'amout'" in p for p in problems), problems
+
+
+def test_every_example_entity_type_has_no_definition_problems() -> None:
+    for path in sorted(ROOT.glob("examples/**/*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "EntityType":
+                spec = EntityTypeSpec.model_validate(doc["spec"])
+                assert E.definition_problems(spec) == [], path

@@ -236,6 +236,8 @@ def _entity_door(schema: dict[str, Any], value: Any) -> list[str]:
     """What an entity command with this inputSchema reports for this input."""
     spec = yaml.safe_load((ROOT / "examples/transfer/00-wallet.yaml").read_text())["spec"]
     spec["commands"]["deposit"]["inputSchema"] = schema
+    # The command must not read `input.amount`, which this schema may not list.
+    spec["commands"]["deposit"]["emit"] = [{"type": "Deposited", "data": {"amount": 1}}]
     typed = EntityTypeSpec.model_validate(spec)
     assert definition_problems(typed) == []
     try:

@@ -7,7 +7,7 @@ from typing import Any
 from kurable.api.v1alpha1 import ENTITY, ENTITY_TYPE
 from kurable.engine import expressions
 from kurable.engine.decide import Act, StepError
-from kurable.engine.entities import CommandRejected
+from kurable.engine.entities import CommandConflict, CommandRejected
 
 from ..commands import (
     EntityBusy,
@@ -44,7 +44,7 @@ async def perform(runtime: Runtime, run: RunRef, act: Act, context: dict[str, An
             runtime.etcd,
             runtime.prefix,
             entity,
-            entity_type.get("spec") or {},
+            entity_type,
             spec.command,
             command_input,
             act.idempotency_key(run.uid),
@@ -56,6 +56,8 @@ async def perform(runtime: Runtime, run: RunRef, act: Act, context: dict[str, An
         return None, StepError("Unavailable", f"{name}.{spec.command}: {e}")
     except CommandRejected as e:
         return None, StepError("CommandRejected", f"{name}.{spec.command}: {e}", retryable=False)
+    except CommandConflict as e:
+        return None, StepError("CommandConflict", f"{name}.{spec.command}: {e}", retryable=False)
     except EntityBusy as e:
         return None, StepError("Unavailable", f"{name}.{spec.command}: {e}")
     return result.reply, None
