@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kurable.api import crd
-from kurable.api.v1alpha1 import GROUP, KINDS, VERSION, WORKFLOW
+from kurable.api.v1alpha1 import GROUP, VERSION, WORKFLOW
 from kurable.engine.journal import TERMINAL_PHASES, Record
 from kurable.store.journal import EtcdConfig, Journal, connect
 
