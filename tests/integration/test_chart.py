@@ -213,8 +213,13 @@ def test_rendered_crds_are_the_generated_ones_plus_helm_metadata(
     rendered = {
         m["metadata"]["name"]: m for m in find(render(helm_home), "CustomResourceDefinition")
     }
-    generated = [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "crds").glob("*.yaml"))]
+    files = [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "crds").glob("*.yaml"))]
+    generated = [d for d in files if d["kind"] == "CustomResourceDefinition"]
     assert set(rendered) == {c["metadata"]["name"] for c in generated}
+    # The Workflow's admission policy and its binding ship beside the CRDs.
+    for document in (d for d in files if d["kind"] != "CustomResourceDefinition"):
+        (shipped,) = find(render(helm_home), document["kind"])
+        assert json.loads(json.dumps(shipped["spec"])) == document["spec"]
     for crd in generated:
         mine = rendered[crd["metadata"]["name"]]
         assert mine["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
@@ -440,7 +445,12 @@ def test_install_upgrade_and_uninstall_leave_only_the_kept_crds(
 def _chart_crd_names() -> set[str]:
     """Kurable's CRDs (kept) and kopf's peering CRDs (Helm's crds/ folder: never deleted)."""
     files = [*(ROOT / "crds").glob("*.yaml"), CHART / "crds" / "kopf-peering.yaml"]
-    return {d["metadata"]["name"] for f in files for d in yaml.safe_load_all(f.read_text()) if d}
+    return {
+        d["metadata"]["name"]
+        for f in files
+        for d in yaml.safe_load_all(f.read_text())
+        if d and d["kind"] == "CustomResourceDefinition"
+    }
 
 
 # -- least privilege -------------------------------------------------------------------

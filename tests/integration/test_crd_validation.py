@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
 from kurable.testing import ControlPlane, OperatorProcess
 
-from .conftest import apply, get, refused, wait_phase
+from .conftest import apply, eventually, get, refused, wait_phase
 
 HEAD = """
 apiVersion: kurable.dev/v1alpha1
@@ -140,8 +141,10 @@ spec:
 """
 
 
-def _patch(cp: ControlPlane, namespace: str, patch: object, *extra: str) -> str:
-    result = cp.kubectl(
+def _patch_result(
+    cp: ControlPlane, namespace: str, patch: object, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    return cp.kubectl(
         "patch",
         "-n",
         namespace,
@@ -152,6 +155,10 @@ def _patch(cp: ControlPlane, namespace: str, patch: object, *extra: str) -> str:
         *extra,
         check=False,
     )
+
+
+def _patch(cp: ControlPlane, namespace: str, patch: object, *extra: str) -> str:
+    result = _patch_result(cp, namespace, patch, *extra)
     assert result.returncode != 0, f"the API server accepted the patch {patch}"
     return result.stderr
 
@@ -170,6 +177,33 @@ def test_editing_a_workflows_definition_is_refused(
     apply(control_plane, namespace, RUN)
     message = _patch(control_plane, namespace, patch)
     assert field in message and "start a new run" in message
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"spec": {"input": {"amount": 50}}}, "spec.input"),
+        ({"spec": {"input": None}}, "spec.input"),
+        ({"spec": {"output": "${ input.amount }"}}, "spec.output"),
+    ],
+    ids=["input", "remove-input", "add-output"],
+)
+def test_editing_a_workflows_input_or_output_is_refused(
+    control_plane: ControlPlane, namespace: str, patch: object, field: str
+) -> None:
+    """Untyped, so no CRD rule sees them: the ValidatingAdmissionPolicy of crds/ does."""
+    apply(control_plane, namespace, RUN)
+    # The API server enforces a new policy shortly after it is created: wait for it with
+    # dry runs, which change nothing.
+    message = eventually(
+        lambda: _patch_result(control_plane, namespace, patch, "--dry-run=server"),
+        lambda result: result.returncode != 0,
+        30,
+        "the admission policy to be enforced",
+    ).stderr
+    assert message == _patch(control_plane, namespace, patch)
+    assert field in message and "start a new run" in message
+    assert get(control_plane, namespace, "workflow/run")["spec"]["input"] == {"amount": 10}
 
 
 def test_a_changed_manifest_reapplied_is_refused(

@@ -14,7 +14,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from .v1alpha1 import KINDS, ResourceKind
+from .v1alpha1 import GROUP, KINDS, ResourceKind
+from .v1alpha1.workflow import UNTYPED_DEFINITION_FIELDS, definition_changed
 
 # JSON Schema keywords that a CRD schema does not take (or that we leave to the operator:
 # defaults are applied by the models, never written into a user's stored spec).
@@ -161,12 +162,78 @@ def file_name(kind: ResourceKind) -> str:
     return f"{kind.group}_{kind.plural}.yaml"
 
 
+DEFINITION_POLICY = "workflow-definition.kurable.dev"
+"""The ValidatingAdmissionPolicy (and its binding) keeping a Workflow's untyped definition
+fields unchanged."""
+
+
+def definition_policy() -> tuple[dict[str, Any], dict[str, Any]]:
+    """A ValidatingAdmissionPolicy and its binding (admissionregistration.k8s.io/v1,
+    Kubernetes 1.30+) refusing an update of a Workflow that changes `spec.input` or
+    `spec.output`.
+
+    A CRD rule cannot: the API server gives an untyped (any JSON) value no CEL type, so no
+    rule may name it. An admission policy sees the object as a dynamic value and compares
+    it whole; measured on a 1.2 MB input, within the API server's cost budget.
+    """
+    labels = {"app.kubernetes.io/part-of": "kurable"}
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": DEFINITION_POLICY, "labels": labels},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": [GROUP],
+                        "apiVersions": ["*"],
+                        "operations": ["UPDATE"],
+                        # Not workflows/status: the operator writes status freely.
+                        "resources": ["workflows"],
+                    }
+                ]
+            },
+            "validations": [
+                {
+                    # `?` reads an absent field as an empty optional, so adding or removing
+                    # the field is a change too.
+                    "expression": f"object.spec.?{field} == oldObject.spec.?{field}",
+                    "message": definition_changed(f"spec.{field}"),
+                    "reason": "Invalid",
+                }
+                for field in UNTYPED_DEFINITION_FIELDS
+            ],
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": DEFINITION_POLICY, "labels": labels},
+        "spec": {"policyName": DEFINITION_POLICY, "validationActions": ["Deny"]},
+    }
+    return policy, binding
+
+
+def render_all() -> dict[str, str]:
+    """Every file of `crds/` by name: each kind's CRD, and the Workflow's admission policy
+    and its binding (one document a file, as the chart reads them)."""
+    header = "# Generated from the pydantic models in kurable/api by `make crds`. Do not edit.\n"
+    files = {file_name(kind): render(kind) for kind in KINDS}
+    policy, binding = definition_policy()
+    for name, document in (("policy", policy), ("policybinding", binding)):
+        files[f"{GROUP}_workflows.{name}.yaml"] = header + yaml.safe_dump(
+            document, sort_keys=False, width=100
+        )
+    return files
+
+
 def write_all(directory: Path) -> list[Path]:
-    """Write every kind's CRD into `directory`; return the paths written."""
+    """Write every file of `render_all` into `directory`; return the paths written."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
-    for kind in KINDS:
-        path = directory / file_name(kind)
-        path.write_text(render(kind))
+    for name, text in render_all().items():
+        path = directory / name
+        path.write_text(text)
         paths.append(path)
     return paths

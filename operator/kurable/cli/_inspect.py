@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kurable.api import crd
-from kurable.api.v1alpha1 import GROUP, KINDS, VERSION, WORKFLOW
+from kurable.api.v1alpha1 import GROUP, VERSION, WORKFLOW
 from kurable.engine.journal import TERMINAL_PHASES, Record
 from kurable.store.journal import EtcdConfig, Journal, connect
 
@@ -27,10 +27,9 @@ def crds(args: argparse.Namespace) -> int:
             print(path)
         return 0
     stale = [
-        crd.file_name(k)
-        for k in KINDS
-        if not (out / crd.file_name(k)).exists()
-        or (out / crd.file_name(k)).read_text() != crd.render(k)
+        name
+        for name, text in crd.render_all().items()
+        if not (out / name).exists() or (out / name).read_text() != text
     ]
     if stale:
         print("out of date (run `make crds`): " + ", ".join(stale), file=sys.stderr)

@@ -12,7 +12,8 @@ and more:
   `sleep.until`, the actions' evaluated fields, compensations, `output`);
 - every `next` and `onFailure.goto` names a step of its own scope: a jump moves within
   one list of steps (the run's, or one branch's), as `decide.child_scopes` runs them;
-- durations parse, literal `sleep.until` timestamps carry a UTC offset;
+- durations parse, literal `sleep.until` timestamps carry a UTC offset (the CRD's rule);
+- `wait.signal` names fit the annotation `kurable.dev/signal.NAME` (the CRD's rule);
 - a template's `inputSchema` is a schema of the one dialect (`engine.schema`);
 - fields that do nothing are refused rather than silently ignored;
 - keys `"true"`/`"false"` in `set`, `output`, `input` and schema `properties` are
@@ -34,7 +35,16 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from kurable.api.v1alpha1 import Step, WorkflowSpec, WorkflowTemplateSpec, parse_duration
-from kurable.api.v1alpha1.workflow import ACTIONS, Backoff, Retry
+from kurable.api.v1alpha1.workflow import (
+    ACTIONS,
+    SIGNAL_NAME_MAX_LENGTH,
+    SIGNAL_NAME_MESSAGE,
+    SIGNAL_NAME_PATTERN,
+    TIMESTAMP_PATTERN,
+    UNTIL_MESSAGE,
+    Backoff,
+    Retry,
+)
 
 from . import expressions, schema
 
@@ -47,6 +57,8 @@ MAX_MESSAGE_PROBLEMS = 50
 """Problems spelled out in one message (status conditions should stay small)."""
 
 _WHOLE = re.compile(r"^\s*\$\{(?P<expr>.*)\}\s*$", re.DOTALL)
+_SIGNAL_NAME = re.compile(SIGNAL_NAME_PATTERN)
+_TIMESTAMP = re.compile(TIMESTAMP_PATTERN)
 _YAML11 = {"true": "y, yes or on", "false": "n, no or off"}
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -277,6 +289,7 @@ class _Checks:
                 else:
                     self.timestamp(sleep.until, f"{where}.until")
         if step.wait is not None:
+            self.signal_name(step.wait.signal, f"{path}.wait.signal")
             self.duration(step.wait.timeout, f"{path}.wait.timeout")
         if step.http is not None:
             where = f"{path}.http"
@@ -369,7 +382,14 @@ class _Checks:
         self.duration(backoff.initial, f"{path}.backoff.initial")
         self.duration(backoff.max, f"{path}.backoff.max")
 
+    def signal_name(self, name: str, path: str) -> None:
+        """The CRD's rule on `wait.signal`, which it can apply only at the top level."""
+        if len(name) > SIGNAL_NAME_MAX_LENGTH or _SIGNAL_NAME.fullmatch(name) is None:
+            self.add(path, f"{name!r}: {SIGNAL_NAME_MESSAGE}")
+
     def timestamp(self, text: str, path: str) -> None:
+        """The CRD's rule on a literal `sleep.until` (which it applies only at the top
+        level), and a date that exists."""
         try:
             moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
@@ -380,6 +400,8 @@ class _Checks:
                 path,
                 f"{text!r} has no UTC offset; add one (e.g. {text}Z), as Kubernetes timestamps do",
             )
+        elif _TIMESTAMP.fullmatch(text) is None:
+            self.add(path, f"{text!r}: {UNTIL_MESSAGE}")
 
 
 # -- helpers ------------------------------------------------------------------------------

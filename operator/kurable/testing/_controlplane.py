@@ -385,18 +385,25 @@ class ControlPlane:
     def install_crds(self, paths: Sequence[PathLike] | PathLike) -> list[str]:
         """Create or update the CustomResourceDefinitions in ``paths`` (YAML files, or
         directories whose ``*.yaml``/``*.yml`` files are read; multi-document files are
-        fine) and wait until each is Established and served. Returns their names."""
+        fine) and wait until each is Established and served; create or update the
+        ValidatingAdmissionPolicies and their bindings found beside them (the API server
+        enforces them shortly after). Returns the CRDs' names."""
         from kubernetes import client
 
         documents = list(_read_crds(paths))
+        crds = [d for d in documents if d["kind"] == "CustomResourceDefinition"]
         with self.api_client() as api:
             # Typed as Any: the CRDs are passed as plain dicts, which the client sends as
             # they are, but its type hints only admit its model classes.
             extensions: Any = client.ApiextensionsV1Api(api)
-            for crd in documents:
-                _create_or_replace_crd(extensions, crd)
-            names = [crd["metadata"]["name"] for crd in documents]
-            for crd in documents:
+            admission: Any = client.AdmissionregistrationV1Api(api)
+            for crd in crds:
+                _create_or_replace(extensions, "custom_resource_definition", crd)
+            for document in documents:
+                if document["kind"] in _ADMISSION_KINDS:
+                    _create_or_replace(admission, _ADMISSION_KINDS[document["kind"]], document)
+            names = [crd["metadata"]["name"] for crd in crds]
+            for crd in crds:
                 self._wait_crd_served(extensions, crd)
         return names
 
@@ -621,36 +628,48 @@ def _read_crds(paths: Sequence[PathLike] | PathLike) -> Iterator[dict[str, Any]]
             for document in yaml.safe_load_all(f):
                 if document is None:
                     continue
-                if document.get("kind") != "CustomResourceDefinition":
+                if document.get("kind") not in ("CustomResourceDefinition", *_ADMISSION_KINDS):
                     raise ControlPlaneError(
-                        f"{file}: expected only CustomResourceDefinitions, found "
+                        f"{file}: expected only CustomResourceDefinitions and "
+                        f"ValidatingAdmissionPolicies (and bindings), found "
                         f"kind {document.get('kind')!r}"
                     )
                 yield document
 
 
-def _create_or_replace_crd(extensions: Any, crd: dict[str, Any]) -> None:
+_ADMISSION_KINDS = {
+    "ValidatingAdmissionPolicy": "validating_admission_policy",
+    "ValidatingAdmissionPolicyBinding": "validating_admission_policy_binding",
+}
+"""The admission kinds `install_crds` takes, by the kubernetes client's method suffix."""
+
+
+def _create_or_replace(api: Any, kind: str, document: dict[str, Any]) -> None:
+    """`api.create_<kind>`, or on conflict `replace_<kind>` at the stored resourceVersion."""
     from kubernetes.client.exceptions import ApiException
 
-    name = crd["metadata"]["name"]
+    name = document["metadata"]["name"]
     for _ in range(5):
         try:
-            extensions.create_custom_resource_definition(body=crd)
+            getattr(api, f"create_{kind}")(body=document)
             return
         except ApiException as e:
             if e.status != 409:
                 raise
-        existing = extensions.read_custom_resource_definition(name)
+        existing = getattr(api, f"read_{kind}")(name)
         body = {
-            **crd,
-            "metadata": {**crd["metadata"], "resourceVersion": existing.metadata.resource_version},
+            **document,
+            "metadata": {
+                **document["metadata"],
+                "resourceVersion": existing.metadata.resource_version,
+            },
         }
         try:
-            extensions.replace_custom_resource_definition(name, body=body)
+            getattr(api, f"replace_{kind}")(name, body=body)
             return
         except ApiException as e:
             # 409 again: someone changed it between our read and replace; retry.
             # 404: deleted meanwhile; create again.
             if e.status not in (404, 409):
                 raise
-    raise ControlPlaneError(f"CRD {name}: kept conflicting with concurrent updates")
+    raise ControlPlaneError(f"{document['kind']} {name}: kept conflicting with concurrent updates")

@@ -333,3 +333,73 @@ def test_entity_type_boolean_keys_are_refused() -> None:
     spec["stateSchema"] = {"type": "object", "properties": {"false": {"type": "integer"}}}
     problems = entities.definition_problems(EntityTypeSpec.model_validate(spec))
     assert any(p.startswith("spec.stateSchema.properties.false: ") for p in problems), problems
+
+
+# --- what the CRD checks at the top level, checked at every depth (issue 10, §4, §9)
+
+SIGNAL_WHY = "kurable.dev/signal.NAME"
+
+
+def _everywhere(step: dict[str, Any]) -> dict[str, Any]:
+    """`step` at the top level, in a parallel branch, as a compensation, and with forEach."""
+    undo = {k: v for k, v in step.items() if k != "name"}
+    fan = {"name": "fan", "parallel": {"branches": [{"name": "a", "steps": [step]}]}}
+    return run(
+        step,
+        fan,
+        {"name": "pay", "set": {}, "compensate": undo},
+        step | {"name": "each", "forEach": {"items": "${ [1, 2] }"}},
+    )
+
+
+EVERYWHERE = [
+    "spec.steps[0]",
+    "spec.steps[1].parallel.branches[0].steps[0]",
+    "spec.steps[2].compensate",
+    "spec.steps[3]",
+]
+
+
+@pytest.mark.parametrize(
+    "signal",
+    ["done_", "done-", "9lives", "-x", "a.b", "A" * 57, "ok\n"],
+    ids=["trailing-underscore", "trailing-dash", "digit-first", "dash-first", "dot", "57", "nl"],
+)
+def test_signal_names_no_annotation_can_carry_are_refused_at_every_depth(signal: str) -> None:
+    problems = workflow_problems(_everywhere({"name": "w", "wait": {"signal": signal}}))
+    assert [p.path for p in problems] == [f"{at}.wait.signal" for at in EVERYWHERE]
+    for p in problems:
+        assert SIGNAL_WHY in p.message and "at most 56 characters" in p.message
+        assert repr(signal) in p.message
+
+
+@pytest.mark.parametrize("signal", ["APPROVE", "_a-b_c1", "x", "A" * 55 + "9"])
+def test_signal_names_an_annotation_can_carry_are_accepted_at_every_depth(signal: str) -> None:
+    assert workflow_problems(_everywhere({"name": "w", "wait": {"signal": signal}})) == []
+
+
+@pytest.mark.parametrize(
+    ("until", "why"),
+    [
+        ("2030-01-02T15:04:05", "no UTC offset"),
+        ("2030-01-02", "no UTC offset"),
+        ("2030-01-02 15:04:05+02:00", "RFC 3339 timestamp with a UTC offset"),
+        ("2030-01-02T15:04+02:00", "RFC 3339 timestamp with a UTC offset"),
+        ("20300102T150405Z", "RFC 3339 timestamp with a UTC offset"),
+        ("2030-02-30T15:04:05Z", "is not an RFC 3339 timestamp"),
+    ],
+    ids=["no-offset", "date-only", "space", "no-seconds", "basic-format", "no-such-day"],
+)
+def test_sleep_until_is_held_to_the_crds_rule_at_every_depth(until: str, why: str) -> None:
+    problems = workflow_problems(_everywhere({"name": "s", "sleep": {"until": until}}))
+    assert [p.path for p in problems] == [f"{at}.sleep.until" for at in EVERYWHERE]
+    assert all(why in p.message for p in problems)
+
+
+@pytest.mark.parametrize(
+    "until", ["2030-01-02T15:04:05Z", "2030-01-02t17:04:05.250+02:00", "${ input.at }"]
+)
+def test_sleep_until_with_an_offset_or_an_expression_is_accepted_at_every_depth(
+    until: str,
+) -> None:
+    assert workflow_problems(_everywhere({"name": "s", "sleep": {"until": until}})) == []

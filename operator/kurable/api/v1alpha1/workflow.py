@@ -391,8 +391,13 @@ class WorkflowSpec(Model):
 IN_FLIGHT_FIELDS = ("suspend", "cancel", "ttlSecondsAfterFinished")
 """The fields of a Workflow's spec that may change while it runs; the rest is its definition."""
 
+UNTYPED_DEFINITION_FIELDS = ("input", "output")
+"""Definition fields holding any JSON value: a CRD rule cannot see them (the API server gives
+an untyped value no CEL type), so `kurable.api.crd.definition_policy` keeps them unchanged."""
 
-def _definition_changed(field: str) -> str:
+
+def definition_changed(field: str) -> str:
+    """Why an edit of `field` (e.g. `spec.steps`) of a Workflow is refused: start a new run."""
     return (
         f"{field} cannot change once the run exists: a run keeps the definition it started "
         f"with, and only {', '.join(IN_FLIGHT_FIELDS)} change in flight; to run a changed "
@@ -405,20 +410,14 @@ def _workflow_spec_rules(schema: dict[str, Any]) -> None:
     rules: `oldSelf` is the stored spec on update)."""
     properties = schema["properties"]
     definition = [
-        f
-        for f in properties
-        if f not in IN_FLIGHT_FIELDS
-        # CEL cannot see an untyped value (input, output): no rule may name it.
-        and not (
-            "x-kubernetes-preserve-unknown-fields" in properties[f] and "type" not in properties[f]
-        )
+        f for f in properties if f not in IN_FLIGHT_FIELDS and f not in UNTYPED_DEFINITION_FIELDS
     ]
     for field in definition:
         node = properties[field]
         # A new list: the node's own may be shared with other fields of the same type.
         node["x-kubernetes-validations"] = [
             *node.get("x-kubernetes-validations", []),
-            cel("self == oldSelf", _definition_changed(f"spec.{field}")),
+            cel("self == oldSelf", definition_changed(f"spec.{field}")),
         ]
     schema["x-kubernetes-validations"] = [
         cel(
@@ -429,7 +428,7 @@ def _workflow_spec_rules(schema: dict[str, Any]) -> None:
         # removing one is caught here.
         cel(
             " && ".join(f"has(self.{f}) == has(oldSelf.{f})" for f in definition),
-            _definition_changed("the definition (" + ", ".join(definition) + ")"),
+            definition_changed("the definition (" + ", ".join(definition) + ")"),
         ),
     ]
 
