@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from fractions import Fraction
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -47,7 +48,13 @@ class Model(BaseModel):
 _DURATION_PART = r"[0-9]+([.][0-9]+)?(ms|s|m|h|d)"
 DURATION_PATTERN = rf"^({_DURATION_PART})+$"
 _DURATION_RE = re.compile(rf"({_DURATION_PART})")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_UNIT_SECONDS = {
+    "ms": Fraction(1, 1000),
+    "s": Fraction(1),
+    "m": Fraction(60),
+    "h": Fraction(3600),
+    "d": Fraction(86400),
+}
 
 Duration = Annotated[
     str,
@@ -70,9 +77,12 @@ def duration_seconds(text: str) -> float:
     Raises ValueError naming the text when it is not a duration."""
     if not re.fullmatch(DURATION_PATTERN, text):
         raise ValueError(f"{text!r} is not a duration (use e.g. 500ms, 30s, 5m, 1h30m, 2d)")
-    return sum(
-        float(m.group(1)[: -len(m.group(3))]) * _UNIT_SECONDS[m.group(3)]
-        for m in _DURATION_RE.finditer(text)
+    # Summed exactly, rounded once: `5m8ms0.462s` is 300.47, not 300.46999999999997.
+    return float(
+        sum(
+            Fraction(m.group(1)[: -len(m.group(3))]) * _UNIT_SECONDS[m.group(3)]
+            for m in _DURATION_RE.finditer(text)
+        )
     )
 
 
