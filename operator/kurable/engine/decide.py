@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,7 +30,7 @@ from kurable.api.v1alpha1.workflow import Retry
 from . import expressions
 from . import records as r
 from .journal import RunState, StepState, now_rfc3339, parse_time
-from .records import FORMAT_VERSION, PAYLOADS, RecordData, RecordType, read_payload
+from .records import FORMAT_VERSION, RecordData, RecordType, typed_payload
 
 MAX_TRANSITIONS = 10_000
 """Step transitions a run may make; a `next` loop that never ends fails clearly."""
@@ -58,11 +57,7 @@ class Commit:
     data: RecordData = None  # type: ignore[assignment]  # None: the type's empty payload
 
     def __post_init__(self) -> None:
-        data: Any = self.data
-        if data is None or isinstance(data, Mapping):
-            object.__setattr__(self, "data", read_payload(self.type, dict(data or {})))
-        elif not isinstance(data, PAYLOADS[self.type]):
-            raise TypeError(f"a {self.type} record holds a {type(data).__name__} payload")
+        object.__setattr__(self, "data", typed_payload(self.type, self.data))
 
 
 @dataclass(frozen=True)

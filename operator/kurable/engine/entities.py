@@ -29,7 +29,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import ValidationError
 
@@ -47,15 +47,7 @@ RejectionReason = Literal[
     "HandlerError",
     "ValueTooLarge",
 ]
-REJECTION_REASONS: tuple[RejectionReason, ...] = (
-    "TypeInvalid",
-    "UnknownCommand",
-    "InvalidInput",
-    "GuardFailed",
-    "InvalidState",
-    "HandlerError",
-    "ValueTooLarge",
-)
+REJECTION_REASONS: tuple[RejectionReason, ...] = get_args(RejectionReason)
 STATUS_STATE_LIMIT = 4096
 """Status shows the state when its JSON is at most this many bytes; etcd keeps it whole."""
 

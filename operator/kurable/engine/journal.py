@@ -15,7 +15,6 @@ record's payload is typed (engine/records.py: the durable, versioned format).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 from kurable.api.v1alpha1 import WorkflowSpec
 
 from . import records as r
-from .records import PAYLOADS, RecordData, RecordType, read_payload
+from .records import RecordData, RecordType, read_payload, typed_payload
 
 TERMINAL_PHASES = ("Succeeded", "Failed", "Cancelled", "Invalid")
 IN_FLIGHT = ("Running", "Waiting")
@@ -50,11 +49,7 @@ class Record:
     """Which operator instance committed it (for audits and crash tests)."""
 
     def __post_init__(self) -> None:
-        data: Any = self.data
-        if data is None or isinstance(data, Mapping):
-            object.__setattr__(self, "data", read_payload(self.type, dict(data or {})))
-        elif not isinstance(data, PAYLOADS[self.type]):
-            raise TypeError(f"a {self.type} record holds a {type(data).__name__} payload")
+        object.__setattr__(self, "data", typed_payload(self.type, self.data))
 
     def to_json(self) -> dict[str, Any]:
         """The record as stored in etcd."""

@@ -17,6 +17,7 @@ the golden journals in tests/unit/engine/journals/ replay every version in the t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -212,3 +213,16 @@ def read_payload(type_: str, data: dict[str, Any]) -> RecordData:
             f"versions up to {FORMAT_VERSION}: upgrade the operator"
         )
     return payload
+
+
+def typed_payload(type_: str, data: Any) -> RecordData:
+    """`data` as the payload model of `type_`: a model is checked to be the right one, a
+    mapping (or None, the empty payload) is read with `read_payload`.
+
+    Raises TypeError for a model of another record type, else as `read_payload`.
+    """
+    if data is None or isinstance(data, Mapping):
+        return read_payload(type_, dict(data or {}))
+    if not isinstance(data, PAYLOADS[type_]):
+        raise TypeError(f"a {type_} record holds a {type(data).__name__} payload")
+    return data
