@@ -20,17 +20,20 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from kurable.api.v1alpha1 import Step, WorkflowSpec, duration_seconds
-from kurable.api.v1alpha1.workflow import Retry
+from kurable.api.v1alpha1 import HORIZON_SECONDS, Step, WorkflowSpec, duration_seconds
+from kurable.api.v1alpha1.workflow import TIMESTAMP_PATTERN, UNTIL_MESSAGE, Retry
 
 from . import expressions
 from . import records as r
 from .journal import RunState, StepState, now_rfc3339, parse_time
 from .records import FORMAT_VERSION, RecordData, RecordType, typed_payload
+
+_TIMESTAMP = re.compile(TIMESTAMP_PATTERN)
 
 MAX_TRANSITIONS = 10_000
 """Step transitions a run may make; a `next` loop that never ends fails clearly."""
@@ -38,9 +41,10 @@ MAX_TRANSITIONS = 10_000
 COMPENSATE_SUFFIX = ":compensate"
 """Compensation steps are journaled as `<step>:compensate` (no user name has a colon)."""
 
-HORIZON = timedelta(days=365_000)
+HORIZON = timedelta(seconds=HORIZON_SECONDS)
 """The longest delay, timeout or sleep the engine schedules (about 1000 years): a longer
-one means never, and `now + HORIZON` stays inside what a datetime can hold."""
+one means never, and `now + HORIZON` stays inside what a datetime can hold. Every duration
+of a spec is read at most this long (`duration_seconds`), wherever it is read."""
 
 # Error kinds retried when `retryOn` does not say otherwise.
 RETRYABLE = frozenset({"Timeout", "ConnectionError", "HttpServerError", "Unavailable"})
@@ -595,7 +599,7 @@ def _continue(
         due = parse_time(current.wake_at)
         if now < due:
             if deadline is not None and now >= deadline:
-                error = StepError("Timeout", f"attempt {current.attempts} timed out")
+                error = StepError("Timeout", _timed_out(step, current.attempts))
                 return _failed(state, scope, step, current.attempts, error, now, compensating)
             return _wait(state, due, f"sleeping until {current.wake_at}", deadline)
         woke = {"wokeAt": now_rfc3339(now)}
@@ -608,14 +612,12 @@ def _continue(
             took = commit.data.model_copy(update={"consumed": signal.seq})
             return replace(commit, data=took)
         if deadline is not None and now >= deadline:
-            error = StepError(
-                "Timeout", f"no signal {step.wait.signal!r} within {step.wait.timeout}"
-            )
+            error = StepError("Timeout", _timed_out(step, current.attempts))
             return _failed(state, scope, step, current.attempts, error, now, compensating)
         return _wait(state, deadline, f"waiting for signal {step.wait.signal}")
 
     if deadline is not None and now >= deadline:
-        error = StepError("Timeout", f"attempt {current.attempts} timed out")
+        error = StepError("Timeout", _timed_out(step, current.attempts))
         return _failed(state, scope, step, current.attempts, error, now, compensating)
     return Act(step, current.attempts, deadline, scope, compensating, max(1, current.visits))
 
@@ -729,12 +731,31 @@ def _spec(state: RunState) -> WorkflowSpec:
     return state.spec
 
 
+def _step_timeout(step: Step) -> tuple[str, str] | None:
+    """The timeout that bounds an attempt of `step`, as (its field, its duration): the
+    step's `timeout`, else a wait's `wait.timeout`."""
+    if step.timeout:
+        return "timeout", step.timeout
+    if step.wait is not None and step.wait.timeout:
+        return "wait.timeout", step.wait.timeout
+    return None
+
+
+def _timed_out(step: Step, attempt: int) -> str:
+    """Why attempt `attempt` of `step` ended at its deadline; a wait names the timeout
+    that fired (the run's own deadline is reported by the run, not by its step)."""
+    timeout = _step_timeout(step)
+    if step.wait is not None and timeout is not None:
+        return f"no signal {step.wait.signal!r} within {timeout[1]}"
+    return f"attempt {attempt} timed out"
+
+
 def _attempt_deadline(state: RunState, step: Step, now: datetime) -> datetime | None:
     """The earlier of the step's timeout (or a wait's) and the run's deadline."""
     candidates = []
-    timeout = step.timeout or (step.wait.timeout if step.wait else None)
+    timeout = _step_timeout(step)
     if timeout:
-        candidates.append(_later(now, timeout))
+        candidates.append(_later(now, timeout[1]))
     if state.deadline and state.failing is None:
         candidates.append(parse_time(state.deadline))
     return min(candidates) if candidates else None
@@ -772,9 +793,14 @@ def _wake_time(step: Step, context: dict[str, Any], now: datetime) -> str:
     if step.sleep.duration is not None:
         return now_rfc3339(_later(now, step.sleep.duration))
     until = expressions.render(step.sleep.until, context)
-    if not isinstance(until, str):
-        raise ValueError(f"until must be an RFC 3339 timestamp, got {until!r}")
-    return now_rfc3339(parse_time(until))
+    # The rule a literal `until` meets at apply time (the CRD's), held to the evaluated one.
+    if not isinstance(until, str) or _TIMESTAMP.fullmatch(until) is None:
+        raise ValueError(f"until evaluated to {until!r}: {UNTIL_MESSAGE}")
+    try:
+        moment = parse_time(until.upper())  # the rule allows t and z; Python reads T and Z
+    except ValueError:
+        raise ValueError(f"until evaluated to {until!r}, a time that does not exist") from None
+    return now_rfc3339(moment)
 
 
 def _run_failing(phase: str, step: str | None, reason: str, message: str) -> Commit:

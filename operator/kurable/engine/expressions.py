@@ -4,8 +4,8 @@ CEL is the language Kubernetes itself uses for validation rules; Kurable evaluat
 cel-expr-python, the official runtime over cel-cpp, which implements the spec's numeric
 semantics (ints, uints and doubles compare and equal across types: `200.0 == 200`) and the
 strings extension (`format`, `lowerAscii`, ...). Programs are compiled once and cached by
-their source text. Variables come in as JSON (an int stays an int, a float a double);
-results go out as JSON through `to_json`.
+their source text. Variables come in as JSON (an int stays an int, a float a double; an
+integer outside CEL's int64 as `to_cel` says); results go out as JSON through `to_json`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import functools
 import json
+import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -85,7 +86,7 @@ def evaluate(source: str, context: Mapping[str, Any]) -> Any:
                 f"{MAPPED_LIST_LIMIT} can be (split the list, e.g. with forEach)",
             )
     try:
-        result = program.eval(data=variables)
+        result = program.eval(data=to_cel(variables))
     except RuntimeError as e:  # the runtime's budgets and internal failures
         raise ExpressionError(source, _runtime_problem(str(e))) from None
     if result.type() == cel.Type.ERROR:
@@ -94,6 +95,40 @@ def evaluate(source: str, context: Mapping[str, Any]) -> Any:
     size = len(json.dumps(value, default=str))
     if size > SIZE_BUDGET:
         raise ExpressionError(source, f"result of {size} bytes exceeds the budget of {SIZE_BUDGET}")
+    return value
+
+
+INT64_MIN, INT64_MAX, UINT64_MAX = -(2**63), 2**63 - 1, 2**64 - 1
+
+
+def to_cel(value: Any) -> Any:
+    """A JSON value as the runtime takes it, every integer inside CEL's number types:
+    an integer in int64 stays an int, one above int64 but inside uint64 becomes a uint
+    (the runtime reads it so), and one outside both becomes the nearest double (an infinity
+    beyond a double's range).
+
+    The rule follows JSON itself: RFC 8259 §6 says numbers are interoperable as IEEE 754
+    doubles, and CEL's spec (cel-spec, "JSON Data Conversion") maps every JSON number to
+    a double; the Kubernetes API server already stores `18446744073709551616` as the
+    double `18446744073709552000`. An integer CEL cannot hold must not make every
+    expression over its map fail, read or not. Containers are copied only when
+    something inside them changes."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if INT64_MIN <= value <= UINT64_MAX:
+            return value
+        try:
+            return float(value)
+        except OverflowError:  # beyond a double too: IEEE 754 rounds it to infinity
+            return math.inf if value > 0 else -math.inf
+    if isinstance(value, dict):
+        converted = {k: to_cel(v) for k, v in value.items()}
+        same = all(converted[k] is v for k, v in value.items())
+        return value if same else converted
+    if isinstance(value, list):
+        items = [to_cel(v) for v in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
     return value
 
 

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from ._base import API_VERSION, GROUP, VERSION, Condition, duration_seconds, parse_duration
+from ._base import (
+    API_VERSION,
+    GROUP,
+    HORIZON_SECONDS,
+    VERSION,
+    Condition,
+    duration_seconds,
+    parse_duration,
+)
 from ._kinds import (
     ENTITY,
     ENTITY_TYPE,
@@ -41,5 +49,6 @@ __all__ = [
     "WorkflowTemplateSpec",
     "WorkflowTemplateStatus",
     "duration_seconds",
+    "HORIZON_SECONDS",
     "parse_duration",
 ]

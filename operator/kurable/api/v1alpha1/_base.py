@@ -71,24 +71,31 @@ Duration = Annotated[
 """A duration written as Go and Kubernetes write them: `30s`, `1h30m`, `2d`."""
 
 
+HORIZON_SECONDS = 365_000 * 86_400
+"""The longest duration Kurable reads (1000 years, in seconds): a longer one, which the
+schema allows (any number of digits), reads as this horizon. A sleep, timeout or delay of
+1000 years never ends in practice, and `now` plus the horizon still fits a datetime
+(year 9999) and a timedelta (999,999,999 days)."""
+
+
 def duration_seconds(text: str) -> float:
-    """The seconds of a duration such as `1h30m` or `500ms`, as a float: finite for every
-    text the schema allows (64 characters at most), also those too long for a timedelta.
-    Raises ValueError naming the text when it is not a duration."""
+    """The seconds of a duration such as `1h30m` or `500ms`, as a float, at most
+    `HORIZON_SECONDS` (a longer duration reads as the horizon: it means never). Raises
+    ValueError naming the text when it is not a duration."""
     if not re.fullmatch(DURATION_PATTERN, text):
         raise ValueError(f"{text!r} is not a duration (use e.g. 500ms, 30s, 5m, 1h30m, 2d)")
     # Summed exactly, rounded once: `5m8ms0.462s` is 300.47, not 300.46999999999997.
-    return float(
-        sum(
-            Fraction(m.group(1)[: -len(m.group(3))]) * _UNIT_SECONDS[m.group(3)]
-            for m in _DURATION_RE.finditer(text)
-        )
+    exact = sum(
+        Fraction(m.group(1)[: -len(m.group(3))]) * _UNIT_SECONDS[m.group(3)]
+        for m in _DURATION_RE.finditer(text)
     )
+    return float(min(exact, Fraction(HORIZON_SECONDS)))
 
 
 def parse_duration(text: str) -> timedelta:
-    """Parse a duration such as `1h30m` or `500ms`; raise ValueError naming the text, or
-    OverflowError when it exceeds a timedelta (about 2.7 million years)."""
+    """Parse a duration such as `1h30m` or `500ms`, at most `HORIZON_SECONDS` long (a
+    longer one reads as the horizon); raise ValueError naming the text when it is not a
+    duration. Never raises OverflowError: every duration the schema accepts is usable."""
     return timedelta(seconds=duration_seconds(text))
 
 
