@@ -204,13 +204,33 @@ def next_decision(
     try:
         return _next(state, now, flags, busy)
     except Exception as e:  # a bug must end the run, not loop it
-        message = f"internal error while deciding: {type(e).__name__}: {e}"
-        if state.failing is None:
-            return _run_failing("Failed", state.position, "InternalError", message)
-        # Compensating failed inside the engine: compensating again would fail again.
-        cause = state.failing.get("error")
-        error = {"reason": "InternalError", "message": message, "cause": cause}
-        return _finish(state.failing["phase"], "InternalError", error=error)
+        ending = internal_error(state, e, "deciding")
+        assert ending is not None  # the run is not finished
+        return ending
+
+
+def internal_error(state: RunState, error: BaseException, doing: str) -> Commit | None:
+    """The record that ends a run after `error` was raised inside the engine while
+    `doing` (e.g. "deciding", "projecting status"): a bug in Kurable or a definition it let
+    through, not an outage, so the run must end rather than be retried forever.
+
+    Before the first record: `WorkflowFinished` (phase Failed, reason InternalError).
+    While running: `RunFailing` (reason InternalError), so compensations run. While
+    compensating: `WorkflowFinished` with the failure's phase (compensating again would
+    fail again). A finished run: None (nothing left to journal). The message is
+    `internal error while <doing>: <type>: <text>`."""
+    message = f"internal error while {doing}: {type(error).__name__}: {error}"
+    if state.finished:
+        return None
+    if state.spec is None:
+        return _finish(
+            "Failed", "InternalError", error={"reason": "InternalError", "message": message}
+        )
+    if state.failing is None:
+        return _run_failing("Failed", state.position, "InternalError", message)
+    cause = state.failing.get("error")
+    ended = {"reason": "InternalError", "message": message, "cause": cause}
+    return _finish(state.failing["phase"], "InternalError", error=ended)
 
 
 def _next(state: RunState, now: datetime, flags: Flags, busy: frozenset[str]) -> Decision:

@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from kubernetes_asyncio import client as k8s
 from pydantic import ValidationError
@@ -49,6 +49,9 @@ from .drivers import Drivers, Logger
 from .errors import describe_error
 from .runtime import Runtime
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
 SIGNAL_ATTEMPTS = 3
 """Observations of the object per step when consuming signal annotations races writes."""
 
@@ -72,6 +75,26 @@ class _Invalid(Exception):
 
 class _NotYet(Exception):
     """The run cannot start yet (e.g. its template does not exist); retry later."""
+
+
+class EngineFault(Exception):
+    """An exception raised inside the pure engine (deciding, folding the journal,
+    projecting status, reading signals): a bug, not an outage. Retrying cannot help, so
+    the driver ends the run with reason `InternalError` (`decide.internal_error`)."""
+
+    def __init__(self, doing: str, cause: Exception) -> None:
+        super().__init__(f"{doing}: {describe_error(cause)}")
+        self.doing = doing
+        self.cause = cause
+
+
+def pure(doing: str, call: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    """`call(*args, **kwargs)`, a call into the pure engine: whatever it raises is an
+    EngineFault (while `doing`), which the driver does not take for an outage."""
+    try:
+        return call(*args, **kwargs)
+    except Exception as e:
+        raise EngineFault(doing, e) from e
 
 
 class Run:
@@ -132,7 +155,9 @@ class Run:
         while this process was paused or cut off from etcd) is not the end: claim it
         again, re-read the journal (another executor may have moved it on) and go on.
         Nor is an error (etcd or the API server restarting, a network cut): back off,
-        then resume from the journal, which holds everything that was committed."""
+        then resume from the journal, which holds everything that was committed. An
+        exception inside the engine is neither (EngineFault): the run ends, reason
+        `InternalError`."""
         settings = self.runtime.settings
         backoff = settings.outage_backoff
         failures = 0
@@ -146,6 +171,10 @@ class Run:
                 except Fenced as e:
                     self.logger.warning(f"lost the run ({e}); claiming it again")
                     self._abandon_actions()
+                except EngineFault as e:
+                    self._abandon_actions()
+                    if not await self._end_with_internal_error(e):
+                        return
                 except Exception as e:
                     self._abandon_actions()
                     failures = 1 if len(self.records) != progress else failures + 1
@@ -163,6 +192,19 @@ class Run:
             with contextlib.suppress(Exception):
                 await self.runtime.fence.release(self.ref.uid)
 
+    async def _end_with_internal_error(self, fault: EngineFault) -> bool:
+        """Journal the end of the run after `fault` (once: then drive on, so that its
+        compensations run and status shows the end). False when the run was finished
+        already, so nothing more can be journaled: status says why, the driver stops."""
+        self.logger.error(f"internal error, ending the run: {fault}", exc_info=fault.cause)
+        ending = decide.internal_error(self.state, fault.cause, fault.doing)
+        if ending is None:
+            with contextlib.suppress(Exception):
+                await self._stalled("InternalError", f"internal error while {fault}")
+            return False
+        await self._commit(ending)
+        return True
+
     async def _drive_held(self) -> None:
         await self._reload()
         while not self.records:
@@ -170,7 +212,9 @@ class Run:
                 await self._start()
             except _NotYet as e:
                 created = (self.object.get("metadata") or {}).get("creationTimestamp")
-                waiting = decide.waiting_to_start(
+                waiting = pure(
+                    "waiting for the template",
+                    decide.waiting_to_start,
                     (self.object.get("spec") or {}).get("timeout"),
                     parse_time(created) if created else datetime.now(UTC),
                     datetime.now(UTC),
@@ -208,7 +252,7 @@ class Run:
 
     async def _reload(self) -> None:
         self.records, self.revision = await self.runtime.journal.load(self.ref.uid)
-        self.state = fold(self.records)
+        self.state = pure("reading the journal", fold, self.records)
 
     # -- starting -----------------------------------------------------------------------
 
@@ -226,8 +270,14 @@ class Run:
             await self._invalid(problem)
             return
         workflow = {"name": self.ref.name, "namespace": self.ref.namespace, "uid": self.ref.uid}
-        start = decide.start_record(
-            definition, definition.input, workflow, datetime.now(UTC), template
+        start = pure(
+            "starting",
+            decide.start_record,
+            definition,
+            definition.input,
+            workflow,
+            datetime.now(UTC),
+            template,
         )
         await self._commit(start)
         origin = ""
@@ -327,7 +377,7 @@ class Run:
             # Perform in the background: the engine may find other work meanwhile
             # (the other branches of a parallel step); the outcome is committed by
             # _harvest once the action returns.
-            context = decide.evaluation_context(self.state, decision.scope)
+            context = pure("evaluating", decide.evaluation_context, self.state, decision.scope)
             task = asyncio.create_task(perform(self.runtime, self.ref, decision, context))
             self.acting[decision.step.name] = (task, decision)
             await self._publish(decision)
@@ -353,7 +403,16 @@ class Run:
                 error = self._too_large(output, f"the output of step {act.step.name}")
                 if error is not None:
                     output = None
-            await self._commit(decide.outcome(self.state, act, datetime.now(UTC), output, error))
+            ended = pure(
+                "recording an outcome",
+                decide.outcome,
+                self.state,
+                act,
+                datetime.now(UTC),
+                output,
+                error,
+            )
+            await self._commit(ended)
 
     def _too_large(self, value: Any, what: str) -> decide.StepError | None:
         """OutputTooLarge when `value` is over the journal's size limit (checked before
@@ -368,7 +427,9 @@ class Run:
         each new send once, then remove its annotation and move the consumed marker."""
         for _ in range(SIGNAL_ATTEMPTS):
             annotations = self.object.get("metadata", {}).get("annotations") or {}
-            taken = signals.intake(
+            taken = pure(
+                "reading signals",
+                signals.intake,
                 annotations,
                 self.state.signals,
                 max_payload_bytes=self.runtime.settings.max_value_bytes,
@@ -389,7 +450,7 @@ class Run:
                 self._event(
                     "Warning", "InvalidSignal", f"{bad.key}: {bad.problem}; removed, send again"
                 )
-            if await self._consume(signals.consumption_patch(taken)):
+            if await self._consume(pure("consuming signals", signals.consumption_patch, taken)):
                 return
 
     async def _consume(self, patch: list[dict[str, Any]]) -> bool:
@@ -449,7 +510,7 @@ class Run:
             await self._reload()
             return
         self.records.append(record)
-        self.state = apply(self.state, record)
+        self.state = pure("reading the journal", apply, self.state, record)
         self._announce(record)
 
     def _announce(self, record: Record) -> None:
@@ -480,6 +541,8 @@ class Run:
                 await self.publisher
             try:
                 await self._patch_latest()
+            except EngineFault:
+                raise  # a bug, not an unreachable API server: the run ends
             except Exception as e:
                 if isinstance(decision, decide.Done):
                     raise  # the daemon ends after this: the final status must land
@@ -500,7 +563,9 @@ class Run:
             return
         decision, self.unpublished = self.unpublished, None
         previous = self.last_status or dict(self.object.get("status") or {})
-        status = project(
+        status = pure(
+            "projecting status",
+            project,
             self.state,
             generation=self.object.get("metadata", {}).get("generation"),
             decision=decision,

@@ -31,6 +31,7 @@ __all__ = [
     "ENTITY",
     "ENTITY_TYPE",
     "GROUP",
+    "HORIZON_SECONDS",
     "KINDS",
     "VERSION",
     "WORKFLOW",
@@ -49,6 +50,5 @@ __all__ = [
     "WorkflowTemplateSpec",
     "WorkflowTemplateStatus",
     "duration_seconds",
-    "HORIZON_SECONDS",
     "parse_duration",
 ]
