@@ -63,7 +63,7 @@ def test_a_huge_sleep_under_a_short_run_timeout_ends_with_timeout(text: str) -> 
 
 @pytest.mark.parametrize("text", HUGE)
 def test_a_huge_run_timeout_or_backoff_is_usable(text: str) -> None:
-    journal, decision = run(start({"timeout": text, "steps": [http("h")]}), T0)
+    _, decision = run(start({"timeout": text, "steps": [http("h")]}), T0)
     assert isinstance(decision, decide.Act)
     assert decision.deadline == T0 + decide.HORIZON
     delay = decide.backoff_delay(Retry.model_validate({"backoff": {"initial": text}}), 3, "k")
@@ -125,7 +125,7 @@ def test_an_evaluated_until_of_a_day_that_does_not_exist_says_so() -> None:
 @pytest.mark.parametrize("value", ["2026-01-01T12:00:05+00:00", "2026-01-01t13:00:05z"])
 def test_an_evaluated_until_in_the_crds_form_sleeps_until_then(value: str) -> None:
     spec = {"input": {"t": value}, "steps": [{"name": "nap", "sleep": {"until": "${ input.t }"}}]}
-    journal, decision = run(start(spec), T0)
+    _, decision = run(start(spec), T0)
     assert isinstance(decision, decide.Wait) and decision.until is not None
     assert decision.until in (T0 + timedelta(seconds=5), T0 + timedelta(hours=1, seconds=5))
 
@@ -176,3 +176,30 @@ def test_the_start_record_of_a_definition_with_huge_durations_is_written() -> No
     )
     commit = decide.start_record(definition, None, WORKFLOW, T0)
     assert commit.data.to_wire()["deadline"].startswith("3025-")
+
+
+# -- 5. integers outside int64 in the input are usable CEL values --------------------------
+
+
+def test_an_integer_outside_int64_breaks_no_expression_that_does_not_read_it() -> None:
+    from kurable.engine import expressions
+
+    context = {"input": {"qty": 3, "threshold": 2.5, "big": 18446744073709552000}}
+    assert expressions.evaluate("input.qty > input.threshold", context) is True
+
+
+@pytest.mark.parametrize(
+    ("value", "cel_type"),
+    [
+        (2**63 - 1, "int"),
+        (2**63, "uint"),
+        (2**64 - 1, "uint"),
+        (2**64, "double"),
+        (-(2**63) - 1, "double"),
+    ],
+)
+def test_an_integer_becomes_int_uint_or_double_by_its_range(value: int, cel_type: str) -> None:
+    from kurable.engine import expressions
+
+    assert expressions.evaluate("type(input.n)", {"input": {"n": value}}) == cel_type
+    assert expressions.evaluate("input.n > 0 || input.n < 0", {"input": {"n": value}}) is True
