@@ -312,6 +312,40 @@ def test_workflow_timeout_fails_the_run(
     assert "timed out" in wf["status"]["message"]
 
 
+@pytest.mark.parametrize(
+    "where", ["sleep", "timeout", "backoff"], ids=["sleep", "run-timeout", "retry-backoff"]
+)
+def test_a_duration_longer_than_a_timedelta_is_read_as_the_horizon_not_stalled(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, where: str
+) -> None:
+    """Field report: `1000000000d` passed the CRD, then every decision raised
+    OverflowError and the run sat in Stalled/Retrying past its own timeout."""
+    huge = "1000000000d"
+    nap = {"name": "nap", "sleep": {"duration": huge if where == "sleep" else "1h"}}
+    spec: dict[str, object] = {"timeout": huge if where == "timeout" else "3s", "steps": [nap]}
+    if where == "backoff":
+        # Nothing listens on port 1: the call fails at once and waits for its retry.
+        spec["steps"] = [{"name": "call", "http": {"url": "http://127.0.0.1:1/"}}]
+        spec["retry"] = {"maxAttempts": 3, "backoff": {"initial": huge, "max": huge}}
+    name = f"huge-{where}"
+    apply(control_plane, namespace, workflow(name, **spec))
+    if where == "timeout":
+        # A run timeout of a thousand years or more is no timeout this test can see end:
+        # the run must simply be Running its sleep, not Stalled.
+        wf = eventually(
+            lambda: get(control_plane, namespace, f"workflow/{name}"),
+            lambda w: (w.get("status") or {}).get("currentStep") == "nap",
+            30,
+            "the run to be sleeping",
+        )
+        assert wf["status"]["phase"] == "Running"
+    else:
+        wf = wait_phase(control_plane, namespace, name, ("Failed",), timeout=30)
+        assert wf["status"]["reason"] == "Timeout", wf["status"]
+    conditions = {c["type"]: c for c in wf["status"].get("conditions") or []}
+    assert conditions.get("Stalled", {}).get("status") != "True", conditions
+
+
 def test_child_workflow_runs_a_template_and_returns_its_output(
     control_plane: ControlPlane, operator: OperatorProcess, namespace: str
 ) -> None:
