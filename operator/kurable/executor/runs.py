@@ -33,6 +33,7 @@ from kurable.api.v1alpha1 import (
 from kurable.engine import decide, expressions, records, signals, sizes, validate
 from kurable.engine import schema as user_schema
 from kurable.engine.conditions import updated_condition
+from kurable.engine.messages import one_line
 from kurable.engine.journal import (
     Record,
     RunState,
@@ -342,6 +343,7 @@ class Run:
 
     async def _stalled(self, reason: str, message: str) -> None:
         """Say in status why no progress is possible (instead of hanging silently)."""
+        message = one_line(message)
         previous = self.object.get("status") or {}
         generation = self.object.get("metadata", {}).get("generation")
         stalled = updated_condition(
@@ -586,6 +588,7 @@ class Run:
         self.last_patch = time.monotonic()
 
     def _event(self, type_: str, reason: str, message: str) -> None:
+        message = one_line(message)  # one readable line, whatever text a step quoted
         queue = self.runtime.event_queue
         if queue is None or not queue(self.body, type_, reason, message):
             # The framework's event queue is known only in its handlers' context, not
