@@ -529,10 +529,7 @@ class Run:
             else:
                 self._event("Warning", "StepFailed", text)
         elif record.type == "RunFailing":
-            error = data.get("error") or {}
-            self._event(
-                "Warning", "Failing", f"{error.get('reason')}: {error.get('message')}; compensating"
-            )
+            self._event("Warning", "Failing", decide.failing_message(self.state))
 
     async def _publish(self, decision: decide.Decision, force: bool = False) -> None:
         """Patch status from the journal. While steps commit back to back, patches are
