@@ -342,7 +342,8 @@ def decide_answered(
     where = f"the handler of {command!r}"
     if not isinstance(answer, Mapping):
         raise CommandRejected(
-            "HandlerError", f"{where} answered {one_line(repr(answer), EXCERPT_LIMIT)}, not an object"
+            "HandlerError",
+            f"{where} answered {one_line(repr(answer), EXCERPT_LIMIT)}, not an object",
         )
     if answer.get("error"):
         raise CommandRejected(

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import sizes
-from .messages import one_line
 from .journal import Signal
+from .messages import one_line
 
 SIGNAL_PREFIX = "kurable.dev/signal."
 """Annotations `kurable.dev/signal.NAME: <JSON>` are signals to the run."""

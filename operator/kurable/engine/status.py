@@ -121,8 +121,12 @@ def _step_status(step: StepState) -> StepStatus:
         finished_at=step.finished_at,
         wake_at=step.wake_at,
         output=shorten(step.output),
-        message=one_line(step.error["message"]) if (step.error or {}).get("message") else None,
+        message=_one_line_or_none((step.error or {}).get("message")),
     )
+
+
+def _one_line_or_none(message: str | None) -> str | None:
+    return one_line(message) if message else None
 
 
 def _readable_error(error: dict[str, Any] | None) -> dict[str, Any] | None:

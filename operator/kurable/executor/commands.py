@@ -323,7 +323,9 @@ async def _post(
             f"handler {url}: {one_line(e or type(e).__name__, EXCERPT_LIMIT)}"
         ) from None
     if status >= 500 or status == 429:
-        raise HandlerUnavailable(f"handler {url} answered {status}: {one_line(text, EXCERPT_LIMIT)}")
+        raise HandlerUnavailable(
+            f"handler {url} answered {status}: {one_line(text, EXCERPT_LIMIT)}"
+        )
     if status >= 400:
         return {"error": f"{status}: {one_line(text, EXCERPT_LIMIT)}"}
     try:

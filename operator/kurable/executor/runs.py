@@ -33,7 +33,6 @@ from kurable.api.v1alpha1 import (
 from kurable.engine import decide, expressions, records, signals, sizes, validate
 from kurable.engine import schema as user_schema
 from kurable.engine.conditions import updated_condition
-from kurable.engine.messages import one_line
 from kurable.engine.journal import (
     Record,
     RunState,
@@ -42,6 +41,7 @@ from kurable.engine.journal import (
     now_rfc3339,
     parse_time,
 )
+from kurable.engine.messages import one_line
 from kurable.engine.status import project
 from kurable.store.journal import Fenced, SlotTaken
 

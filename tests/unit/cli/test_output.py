@@ -53,8 +53,12 @@ def test_a_closed_stdout_stops_the_cli_quietly(tmp_path: Path) -> None:
 
 def test_version_comes_from_the_package_metadata() -> None:
     result = subprocess.run(
-        [sys.executable, "-c", "import sys; from kurable.cli import main; sys.exit(main())",
-         "--version"],
+        [
+            sys.executable,
+            "-c",
+            "import sys; from kurable.cli import main; sys.exit(main())",
+            "--version",
+        ],
         capture_output=True,
         text=True,
     )
