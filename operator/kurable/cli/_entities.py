@@ -8,6 +8,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from ._errors import UserError
+from ._table import table
 
 if TYPE_CHECKING:
     from kurable.client import Client
@@ -49,10 +50,20 @@ def command(args: argparse.Namespace) -> int:
         except CommandConflict as e:
             print(f"conflict: {e.message}", file=sys.stderr)
             return CONFLICT_EXIT
-        except (EntityNotFound, EntityBusy, HandlerUnavailable) as e:
-            raise UserError(f"{e} (nothing was applied; retry with the same --id)") from None
+        except EntityNotFound as e:
+            raise UserError(f"{e} (nothing was applied)") from None
+        except (EntityBusy, HandlerUnavailable) as e:
+            raise UserError(f"{e} ({unapplied_hint(args.id)})") from None
     print(json.dumps(reply))
     return 0
+
+
+def unapplied_hint(command_id: str | None) -> str:
+    """What to do after a command that was not applied (busy entity, handler down): resend
+    it; with the same --id when one was given, so that a resend is never applied twice."""
+    if command_id is None:
+        return "nothing was applied; send the command again"
+    return f"nothing was applied; send it again with the same --id {command_id}"
 
 
 def history(args: argparse.Namespace) -> int:
@@ -68,14 +79,15 @@ def history(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps(events, indent=2))
         return 0
-    print(f"{'VERSION':>7}  {'AT':<24}  {'EVENT':<20}  {'COMMAND ID':<24}  DATA")
+    rows = []
     for event in events:
         data = json.dumps(event.get("data"), separators=(",", ":"))
         data = data if len(data) < 100 else data[:97] + "..."
-        print(
-            f"{event['version']:>7}  {event['at']:<24}  {event['type']:<20}  "
-            f"{event.get('commandId', ''):<24}  {data}"
+        rows.append(
+            (str(event["version"]), event["at"], event["type"], event.get("commandId", ""), data)
         )
+    for line in table(("VERSION", "AT", "EVENT", "COMMAND ID", "DATA"), rows, right=(0,)):
+        print(line)
     return 0
 
 

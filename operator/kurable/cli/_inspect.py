@@ -18,6 +18,7 @@ from kurable.store.journal import EtcdConfig, Journal, connect
 
 from . import _entities
 from ._errors import UserError
+from ._table import table
 
 
 def crds(args: argparse.Namespace) -> int:
@@ -45,12 +46,11 @@ def history(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps([r.to_json() for r in records], indent=2))
         return 0
-    print(f"{'SEQ':>4}  {'AT':<24}  {'RECORD':<17}  {'STEP':<16}  {'TRY':>3}  DETAIL")
-    for r in records:
-        print(
-            f"{r.seq:>4}  {r.at:<24}  {r.type:<17}  {r.step or '':<16}  "
-            f"{r.attempt or '':>3}  {_detail(r)}"
-        )
+    rows = [
+        (str(r.seq), r.at, r.type, r.step or "", str(r.attempt or ""), _detail(r)) for r in records
+    ]
+    for line in table(("SEQ", "AT", "RECORD", "STEP", "TRY", "DETAIL"), rows, right=(0, 4)):
+        print(line)
     return 0
 
 

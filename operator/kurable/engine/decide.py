@@ -701,7 +701,7 @@ def _compensate(state: RunState, now: datetime, busy: frozenset[str]) -> Decisio
     """Undo completed steps in reverse order of completion; then finish."""
     assert state.failing is not None
     ran_any = False
-    for name in _compensation_order(state):
+    for name in compensation_order(state):
         ran_any = True
         if name in state.compensated:
             continue
@@ -734,7 +734,17 @@ def _compensate(state: RunState, now: datetime, busy: frozenset[str]) -> Decisio
     return _finish(state.failing["phase"], error.get("reason", "Failed"), error=error)
 
 
-def _compensation_order(state: RunState) -> list[str]:
+def failing_message(state: RunState) -> str:
+    """What a run that began failing (after its RunFailing record) does next, for people:
+    `<reason>: <message>; compensating b, a` or `...; nothing to compensate`."""
+    assert state.failing is not None
+    error = state.failing["error"]
+    undo = compensation_order(state)
+    then = f"compensating {', '.join(undo)}" if undo else "nothing to compensate"
+    return f"{error.get('reason')}: {error.get('message')}; {then}"
+
+
+def compensation_order(state: RunState) -> list[str]:
     """Completed steps that declare `compensate`, last completed first, each once."""
     order: list[str] = []
     for name in reversed(state.completed):

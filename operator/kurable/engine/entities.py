@@ -37,6 +37,7 @@ from kurable.api.v1alpha1 import EntityStatus, EntityTypeSpec
 
 from . import expressions, schema, sizes, validate
 from .conditions import updated_condition
+from .messages import EXCERPT_LIMIT, one_line
 
 RejectionReason = Literal[
     "TypeInvalid",
@@ -340,9 +341,14 @@ def decide_answered(
     `{error}`), apply the events with the type's own event handlers, check the state."""
     where = f"the handler of {command!r}"
     if not isinstance(answer, Mapping):
-        raise CommandRejected("HandlerError", f"{where} answered {answer!r}, not an object")
+        raise CommandRejected(
+            "HandlerError",
+            f"{where} answered {one_line(repr(answer), EXCERPT_LIMIT)}, not an object",
+        )
     if answer.get("error"):
-        raise CommandRejected("HandlerError", f"{where} refused: {answer['error']}")
+        raise CommandRejected(
+            "HandlerError", f"{where} refused: {one_line(answer['error'], EXCERPT_LIMIT)}"
+        )
     raw = answer.get("events") or []
     if not isinstance(raw, list) or not all(
         isinstance(e, Mapping) and isinstance(e.get("type"), str) for e in raw
@@ -546,15 +552,14 @@ def _command_places(command: Any, where: str) -> list[tuple[Any, str]]:
 
 
 def _boolean_keys(entity_type: EntityTypeSpec) -> list[validate.Problem]:
-    """YAML 1.1 booleans where the definition names fields (see `validate.boolean_keys`)."""
+    """YAML 1.1 booleans where the definition names fields: its schemas, and every
+    free-form value (emitted data, replies, events' `set`: `validate.free_form_values`)."""
     problems = validate.schema_boolean_keys(entity_type.state_schema, "spec.stateSchema")
     for name, command in entity_type.commands.items():
         if command.input_schema is not None:
             where = f"spec.commands.{name}.inputSchema"
             problems += validate.schema_boolean_keys(command.input_schema, where)
-    for event_type, handler in entity_type.events.items():
-        problems += validate.boolean_keys(handler.set, f"spec.events.{event_type}.set")
-    return problems
+    return problems + validate.model_boolean_keys(entity_type, "spec")
 
 
 def status_state(state: Any, limit: int = STATUS_STATE_LIMIT) -> tuple[Any, bool]:

@@ -35,6 +35,7 @@ from typing import Any
 
 from . import sizes
 from .journal import Signal
+from .messages import one_line
 
 SIGNAL_PREFIX = "kurable.dev/signal."
 """Annotations `kurable.dev/signal.NAME: <JSON>` are signals to the run."""
@@ -127,8 +128,8 @@ def intake(
         name = key[len(SIGNAL_PREFIX) :]
         try:
             payload = json.loads(text) if text.strip() else None
-        except json.JSONDecodeError as e:
-            unreadable.append(Unreadable(key, text, f"not JSON ({e})"))
+        except json.JSONDecodeError:
+            unreadable.append(Unreadable(key, text, not_json(text)))
             continue
         if max_payload_bytes is not None:
             problem = sizes.size_problem(
@@ -143,6 +144,14 @@ def intake(
         else:
             redeliveries.append(Redelivery(key, text, seq))
     return Intake(tuple(arrivals), tuple(redeliveries), tuple(unreadable), through)
+
+
+def not_json(text: str) -> str:
+    """Why a signal's text was refused, and what to send instead."""
+    return (
+        f"the payload {one_line(text, 60)!r} is not JSON; send a JSON value "
+        """(e.g. '{"ok":true}', or '"yes"' for a string), or an empty value for no payload"""
+    )
 
 
 def _pointer(key: str) -> str:

@@ -51,8 +51,9 @@ def size_problem(value: Any, limit: int, what: str) -> str | None:
     size = encoded_size(value)
     if size <= limit:
         return None
+    shown, shown_limit = _human_pair(size, limit)
     return (
-        f"{what} is {_human(size)} ({size} bytes of JSON), over the limit of {_human(limit)} "
+        f"{what} is {shown} ({size} bytes of JSON), over the limit of {shown_limit} "
         f"({limit} bytes) on one journaled value; make it smaller (store large data elsewhere "
         f"and pass a reference) or raise the limit with {LIMIT_SETTING}"
     )
@@ -66,9 +67,19 @@ def chunks(payload: bytes, size: int = CHUNK_BYTES) -> list[bytes]:
     return [payload[i : i + size] for i in range(0, len(payload), size)] or [b""]
 
 
-def _human(size: int) -> str:
+def _human_pair(size: int, limit: int) -> tuple[str, str]:
+    """`size` and `limit` in binary units, with as many decimals as it takes for two
+    different numbers to read differently (1.05 MiB over 1.00 MiB, never 1.0 over 1.0)."""
+    for decimals in range(1, 4):
+        pair = _human(size, decimals), _human(limit, decimals)
+        if pair[0] != pair[1]:
+            return pair
+    return f"{size} B", f"{limit} B"
+
+
+def _human(size: int, decimals: int = 1) -> str:
     if size >= 1024 * 1024:
-        return f"{size / (1024 * 1024):.1f} MiB"
+        return f"{size / (1024 * 1024):.{decimals}f} MiB"
     if size >= 1024:
-        return f"{size / 1024:.1f} KiB"
+        return f"{size / 1024:.{decimals}f} KiB"
     return f"{size} B"

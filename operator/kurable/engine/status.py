@@ -18,6 +18,7 @@ from kurable.api.v1alpha1.workflow import (
 from .conditions import ConditionStatus, updated_condition
 from .decide import Decision, Wait
 from .journal import RunState, StepState
+from .messages import one_line
 
 RECENT_STEPS = 20
 """How many step records status keeps; the journal keeps them all."""
@@ -63,6 +64,7 @@ def project(
         key=lambda s: (s.finished_at is None, s.finished_at or s.started_at or ""),
     )[-RECENT_STEPS:]
     message = _message(state, phase, decision)
+    message = one_line(message) if message is not None else None
     current = _current_step(state)
     status = WorkflowStatus(
         phase=cast(Phase, phase),
@@ -76,7 +78,7 @@ def project(
         steps=[_step_status(s) for s in recent],
         steps_completed=sum(1 for s in state.steps.values() if s.phase in ("Succeeded", "Skipped")),
         output=shorten(state.output),
-        error=state.error,
+        error=_readable_error(state.error),
         journal=JournalRef(records=state.records, revision=journal_revision),
         observed_generation=generation,
         conditions=conditions(phase, message, state, generation, previous_conditions, now),
@@ -119,8 +121,19 @@ def _step_status(step: StepState) -> StepStatus:
         finished_at=step.finished_at,
         wake_at=step.wake_at,
         output=shorten(step.output),
-        message=(step.error or {}).get("message"),
+        message=_one_line_or_none((step.error or {}).get("message")),
     )
+
+
+def _one_line_or_none(message: str | None) -> str | None:
+    return one_line(message) if message else None
+
+
+def _readable_error(error: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The run's error with its message as one bounded line (the journal keeps it whole)."""
+    if error is None or error.get("message") is None:
+        return error
+    return {**error, "message": one_line(error["message"])}
 
 
 def conditions(

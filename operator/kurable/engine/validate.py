@@ -16,8 +16,10 @@ and more:
 - `wait.signal` names fit the annotation `kurable.dev/signal.NAME` (the CRD's rule);
 - a template's `inputSchema` is a schema of the one dialect (`engine.schema`);
 - fields that do nothing are refused rather than silently ignored;
-- keys `"true"`/`"false"` in `set`, `output`, `input` and schema `properties` are
-  refused: they are YAML 1.1's reading of an unquoted `y`/`n`/`yes`/`no`/`on`/`off`.
+- keys `"true"`/`"false"` in every free-form JSON value (`set`, `input`, `output`,
+  `http.body`, compensations', branches' and entity types' values alike, found by one walk
+  over the model: `free_form_values`) and in schema `properties` are refused: they are
+  YAML 1.1's reading of an unquoted `y`/`n`/`yes`/`no`/`on`/`off`.
 
 Every problem is reported, each as a path and what to fix, e.g.
 `spec.steps[2].parallel.branches[0].steps[0].sleep: unknown field durationn`.
@@ -156,12 +158,10 @@ def definition_problems(
     check = _Checks()
     check.scope(definition.steps or [], f"{root}.steps", "the run's steps")
     check.expressions(definition.output, f"{root}.output")
-    check.boolean_keys(definition.output, f"{root}.output")
     check.retry(definition.retry, f"{root}.retry")
     check.duration(definition.timeout, f"{root}.timeout")
-    if isinstance(definition, WorkflowSpec):
-        check.boolean_keys(definition.input, f"{root}.input")
-    elif definition.input_schema is not None:
+    check.problems += model_boolean_keys(definition, root)
+    if isinstance(definition, WorkflowTemplateSpec) and definition.input_schema is not None:
         # A YAML 1.1 key explains the schema's other complaints (`required: [false]`).
         where = f"{root}.inputSchema"
         check.problems += schema_boolean_keys(definition.input_schema, where) or [
@@ -177,6 +177,44 @@ def boolean_keys(value: Any, path: str) -> list[Problem]:
         if key in _YAML11:
             problems.append(Problem(where, _yaml11_message(key)))
     return problems
+
+
+def model_boolean_keys(model: BaseModel, path: str) -> list[Problem]:
+    """`boolean_keys` of every free-form JSON value of a parsed definition (see
+    `free_form_values`): one walk, so a field added to the API is checked too."""
+    problems: list[Problem] = []
+    for value, where in free_form_values(model, path):
+        problems += boolean_keys(value, where)
+    return problems
+
+
+def free_form_values(model: BaseModel, path: str) -> Iterator[tuple[Any, str]]:
+    """(value, path) of every JSON object or list a definition carries as data rather
+    than as API fields (`set`, `input`, `http.body`, an entity's `reply`...), at any depth
+    of the model: nested steps, branches, compensations, maps of models. Schemas
+    (fields named `...Schema`) are left out: `schema_boolean_keys` reads them."""
+    for name, field in type(model).model_fields.items():
+        alias = field.alias or name
+        if alias.endswith("Schema"):
+            continue
+        yield from _free_form(getattr(model, name), f"{path}.{alias}")
+
+
+def _free_form(value: Any, path: str) -> Iterator[tuple[Any, str]]:
+    if isinstance(value, BaseModel):
+        yield from free_form_values(value, path)
+    elif isinstance(value, list):
+        if any(isinstance(item, BaseModel) for item in value):
+            for i, item in enumerate(value):
+                yield from _free_form(item, f"{path}[{i}]")
+        elif value:
+            yield value, path
+    elif isinstance(value, Mapping):
+        if any(isinstance(item, BaseModel) for item in value.values()):
+            for key, item in value.items():
+                yield from _free_form(item, f"{path}.{key}")
+        elif value:
+            yield value, path
 
 
 def schema_boolean_keys(schema: Any, path: str) -> list[Problem]:
@@ -276,7 +314,6 @@ class _Checks:
     def action_fields(self, step: Step, path: str) -> None:
         if step.set is not None:
             self.expressions(step.set, f"{path}.set")
-            self.boolean_keys(step.set, f"{path}.set")
         if step.sleep is not None:
             where = f"{path}.sleep"
             sleep = step.sleep
@@ -304,12 +341,10 @@ class _Checks:
             where = f"{path}.workflow"
             self.not_evaluated(step.workflow.template_ref.name, f"{where}.templateRef.name")
             self.expressions(step.workflow.input, f"{where}.input")
-            self.boolean_keys(step.workflow.input, f"{where}.input")
         if step.entity is not None:
             where = f"{path}.entity"
             self.expressions(step.entity.name, f"{where}.name")
             self.expressions(step.entity.input, f"{where}.input")
-            self.boolean_keys(step.entity.input, f"{where}.input")
         if step.parallel is not None:
             where = f"{path}.parallel.branches"
             branches = step.parallel.branches
@@ -363,9 +398,6 @@ class _Checks:
     def not_evaluated(self, value: str, path: str) -> None:
         if expressions.is_expression(value):
             self.add(path, f"expressions are not evaluated here; write the name itself ({value!r})")
-
-    def boolean_keys(self, value: Any, path: str) -> None:
-        self.problems += boolean_keys(value, path)
 
     def duration(self, text: str | None, path: str) -> None:
         if text is None:

@@ -47,6 +47,7 @@ from kurable.engine.entities import (
     status_merge_patch,
 )
 from kurable.engine.journal import now_rfc3339
+from kurable.engine.messages import EXCERPT_LIMIT, one_line
 from kurable.engine.sizes import DEFAULT_MAX_VALUE_BYTES
 from kurable.store import entities as store
 from kurable.store.entities import EntityRef
@@ -318,15 +319,19 @@ async def _post(
             text = await response.text()
             status = response.status
     except (aiohttp.ClientError, TimeoutError) as e:
-        raise HandlerUnavailable(f"handler {url}: {e or type(e).__name__}") from None
+        raise HandlerUnavailable(
+            f"handler {url}: {one_line(e or type(e).__name__, EXCERPT_LIMIT)}"
+        ) from None
     if status >= 500 or status == 429:
-        raise HandlerUnavailable(f"handler {url} answered {status}: {text[:200]}")
+        raise HandlerUnavailable(
+            f"handler {url} answered {status}: {one_line(text, EXCERPT_LIMIT)}"
+        )
     if status >= 400:
-        return {"error": f"{status}: {text[:200]}"}
+        return {"error": f"{status}: {one_line(text, EXCERPT_LIMIT)}"}
     try:
         return json.loads(text) if text else {}
     except json.JSONDecodeError:
-        return {"error": f"the answer is not JSON: {text[:200]}"}
+        return {"error": f"the answer is not JSON: {one_line(text, EXCERPT_LIMIT)}"}
 
 
 # -- status ------------------------------------------------------------------------------

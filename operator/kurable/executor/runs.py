@@ -41,6 +41,7 @@ from kurable.engine.journal import (
     now_rfc3339,
     parse_time,
 )
+from kurable.engine.messages import one_line
 from kurable.engine.status import project
 from kurable.store.journal import Fenced, SlotTaken
 
@@ -342,6 +343,7 @@ class Run:
 
     async def _stalled(self, reason: str, message: str) -> None:
         """Say in status why no progress is possible (instead of hanging silently)."""
+        message = one_line(message)
         previous = self.object.get("status") or {}
         generation = self.object.get("metadata", {}).get("generation")
         stalled = updated_condition(
@@ -527,10 +529,7 @@ class Run:
             else:
                 self._event("Warning", "StepFailed", text)
         elif record.type == "RunFailing":
-            error = data.get("error") or {}
-            self._event(
-                "Warning", "Failing", f"{error.get('reason')}: {error.get('message')}; compensating"
-            )
+            self._event("Warning", "Failing", decide.failing_message(self.state))
 
     async def _publish(self, decision: decide.Decision, force: bool = False) -> None:
         """Patch status from the journal. While steps commit back to back, patches are
@@ -586,6 +585,7 @@ class Run:
         self.last_patch = time.monotonic()
 
     def _event(self, type_: str, reason: str, message: str) -> None:
+        message = one_line(message)  # one readable line, whatever text a step quoted
         queue = self.runtime.event_queue
         if queue is None or not queue(self.body, type_, reason, message):
             # The framework's event queue is known only in its handlers' context, not

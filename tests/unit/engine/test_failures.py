@@ -301,3 +301,31 @@ def test_an_exception_while_compensating_finishes_the_run_with_internal_error() 
     state = fold(journal)
     assert state.phase == "Cancelled" and state.reason == "InternalError"
     assert state.error is not None and state.error["cause"]["reason"] == "Cancelled"
+
+
+def _failing_state(spec: dict[str, Any], world: World) -> Any:
+    """The run's state just after its RunFailing record."""
+    journal = simulate(spec, world)
+    at = next(i for i, r in enumerate(journal) if r.type == "RunFailing")
+    return fold(journal[: at + 1])
+
+
+def test_the_failing_message_names_what_is_compensated_or_says_nothing_is() -> None:
+    def ship_fails(act: decide.Act, n: int) -> tuple[Any, StepError | None]:
+        if act.step.name == "ship":
+            return None, StepError("HttpClientError", "out of stock")
+        return "ok", None
+
+    saga = {
+        "steps": [
+            http("reserve", compensate={"http": {"url": "http://svc/release"}}),
+            http("charge", compensate={"http": {"url": "http://svc/refund"}}),
+            http("ship"),
+        ]
+    }
+    assert decide.failing_message(_failing_state(saga, ship_fails)) == (
+        "StepFailed: out of stock; compensating charge, reserve"
+    )
+    plain = {"steps": [http("reserve"), http("ship")]}
+    message = decide.failing_message(_failing_state(plain, ship_fails))
+    assert message.endswith("; nothing to compensate") and "compensating" not in message

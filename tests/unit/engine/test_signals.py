@@ -197,3 +197,10 @@ def test_a_payload_over_the_size_limit_is_unreadable_and_never_journaled() -> No
     assert refused.problem.startswith("the payload of signal APPROVE is 2.0 KiB")
     assert "--max-value-bytes" in refused.problem
     assert intake({KEY: big}, [], max_payload_bytes=4096).arrivals != ()
+
+
+def test_an_unreadable_signal_is_explained_in_kurables_words() -> None:
+    taken = intake({KEY: "approved\nby me"}, [])
+    problem = taken.unreadable[0].problem
+    assert problem.startswith("the payload 'approved by me' is not JSON; send a JSON value")
+    assert "Expecting" not in problem and "line 1 column" not in problem

@@ -107,3 +107,14 @@ def test_a_commit_whose_writes_together_exceed_the_limit_is_rejected() -> None:
     assert "twice" in caught.value.message
     expected = 2 * len(json.dumps({"text": text}, separators=(",", ":")))
     assert f"its events {expected // 2} bytes twice" in caught.value.message
+
+
+def test_the_size_and_the_limit_never_read_the_same() -> None:
+    limit = sizes.DEFAULT_MAX_VALUE_BYTES
+    value = "x" * (1_100_011 - 2)  # 1100011 bytes of JSON, 1.05 MiB
+    problem = sizes.size_problem(value, limit, "the output of step s")
+    assert problem is not None
+    assert "is 1.05 MiB (1100011 bytes of JSON), over the limit of 1.00 MiB" in problem
+    just_over = sizes.size_problem("x" * (limit - 1), limit, "the output of step s")
+    assert just_over is not None
+    assert "is 1048577 B (1048577 bytes of JSON), over the limit of 1048576 B" in just_over

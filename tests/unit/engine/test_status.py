@@ -86,3 +86,41 @@ def test_suspended_phase_and_condition() -> None:
     )
     assert status["phase"] == "Suspended"
     assert {c["type"]: c for c in status["conditions"]}["Suspended"]["status"] == "True"
+
+
+def test_an_error_page_quoted_by_a_step_reaches_status_as_one_bounded_line() -> None:
+    page = "<!DOCTYPE HTML>\n<html>\n  <body>\n" + "<p>lorem ipsum</p>\n" * 500 + "</html>\n"
+    message = f"POST http://svc/call answered 501: {page}"
+    journal = _journal(1)[:1]
+    journal.append(
+        Record(
+            1,
+            "StepFailed",
+            "t1",
+            "s0",
+            1,
+            {"error": {"kind": "HttpServerError", "message": message}},
+        )
+    )
+    journal.append(
+        Record(
+            2,
+            "WorkflowFinished",
+            "t2",
+            data={
+                "phase": "Failed",
+                "reason": "StepFailed",
+                "error": {"step": "s0", "reason": "StepFailed", "message": message},
+            },
+        )
+    )
+    status = project(
+        fold(journal), generation=1, decision=decide.Done(), previous_conditions=None, now="t"
+    )
+    succeeded = {c["type"]: c for c in status["conditions"]}["Succeeded"]
+    texts = [succeeded["message"], status["message"], status["error"]["message"]]
+    texts += [s["message"] for s in status["steps"] if s["message"]]
+    assert len(texts) == 4
+    for text in texts:
+        assert "\n" not in text and len(text) <= 1024
+        assert "answered 501: <!DOCTYPE HTML> <html> <body> <p>lorem ipsum</p>" in text

@@ -258,8 +258,8 @@ def test_yaml11_boolean_keys_are_refused_saying_to_quote_them() -> None:
         "spec.steps[0].set.false",
         "spec.steps[0].set.ok.true",
         "spec.steps[1].entity.input.false",
-        "spec.output.false",
         "spec.input.true",
+        "spec.output.false",
     ]
     assert "YAML 1.1" in problems[0].message and "n, no or off" in problems[0].message
     assert "quote the key" in problems[0].message
@@ -333,6 +333,35 @@ def test_entity_type_boolean_keys_are_refused() -> None:
     spec["stateSchema"] = {"type": "object", "properties": {"false": {"type": "integer"}}}
     problems = entities.definition_problems(EntityTypeSpec.model_validate(spec))
     assert any(p.startswith("spec.stateSchema.properties.false: ") for p in problems), problems
+
+
+def test_yaml11_boolean_keys_are_refused_in_every_free_form_value_of_a_workflow() -> None:
+    undo = {"http": {"url": "http://svc/undo", "method": "POST", "body": {"true": 1}}}
+    branch = {"name": "b", "steps": [{"name": "in", "set": {"v": {"false": 1}}}]}
+    spec = run(
+        {"name": "call", "http": {"url": "http://svc", "method": "POST", "body": {"false": 1}}},
+        {"name": "child", "workflow": {"templateRef": {"name": "t"}, "input": {"true": 1}}},
+        {"name": "pay", "set": {}, "compensate": undo},
+        {"name": "fan", "parallel": {"branches": [branch]}},
+    )
+    assert [p.path for p in workflow_problems(spec)] == [
+        "spec.steps[0].http.body.false",
+        "spec.steps[1].workflow.input.true",
+        "spec.steps[2].compensate.http.body.true",
+        "spec.steps[3].parallel.branches[0].steps[0].set.v.false",
+    ]
+
+
+def test_yaml11_boolean_keys_are_refused_in_every_free_form_value_of_an_entity_type() -> None:
+    spec = yaml.safe_load((ROOT / "examples/transfer/00-wallet.yaml").read_text())["spec"]
+    command = next(iter(spec["commands"]))
+    spec["commands"][command]["reply"] = {"true": 1}
+    spec["commands"][command]["emit"] = [{"type": "E", "data": {"false": 1}}]
+    problems = entities.definition_problems(EntityTypeSpec.model_validate(spec))
+    assert sorted(p.split(": ")[0] for p in problems if "YAML 1.1" in p) == [
+        f"spec.commands.{command}.emit[0].data.false",
+        f"spec.commands.{command}.reply.true",
+    ], problems
 
 
 # --- what the CRD checks at the top level, checked at every depth (issue 10, §4, §9)

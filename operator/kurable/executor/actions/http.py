@@ -12,6 +12,7 @@ from kubernetes_asyncio import client as k8s
 from kurable.api.v1alpha1 import parse_duration
 from kurable.engine import expressions
 from kurable.engine.decide import Act, StepError
+from kurable.engine.messages import EXCERPT_LIMIT, one_line
 
 from ..runtime import Runtime
 from .outcome import Outcome, RunRef
@@ -54,13 +55,15 @@ async def perform(runtime: Runtime, run: RunRef, act: Act, context: dict[str, An
     except TimeoutError:
         return None, StepError("Timeout", f"{spec.method} {url}: no answer in time")
     except aiohttp.ClientError as e:
-        return None, StepError("ConnectionError", f"{spec.method} {url}: {e}")
+        return None, StepError(
+            "ConnectionError", f"{spec.method} {url}: {one_line(e, EXCERPT_LIMIT)}"
+        )
     if 200 <= status < 300:
         try:
             return (json.loads(text) if text else None), None
         except json.JSONDecodeError:
             return text, None
-    detail = f"{spec.method} {url} answered {status}: {text[:200]}"
+    detail = f"{spec.method} {url} answered {status}: {one_line(text, EXCERPT_LIMIT)}"
     if status >= 500 or status == 429:
         return None, StepError("HttpServerError", detail)
     listed = status in (spec.retry_on_status or [])
