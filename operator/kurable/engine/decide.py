@@ -156,16 +156,21 @@ def start_record(
 
 
 def waiting_to_start(
-    timeout: str | None, created: datetime, now: datetime, reason: str
+    timeout: str | None, created: datetime, now: datetime, reason: str, cancel: bool = False
 ) -> Commit | Wait:
     """A run that cannot start yet (its WorkflowTemplate does not exist): wait, waking
     up at its deadline, or fail it with reason `Timeout` once the deadline has passed.
+    A run cancelled (`cancel`: its `spec.cancel`) before it started ends `Cancelled` at
+    once (reason `Cancelled`): it has nothing to compensate.
 
     Before the first record there is no pinned deadline: the run's `timeout` (the inline
     `spec.timeout`; a template's own timeout is not known yet) counts from `created`, the
     object's creationTimestamp, so that a run waiting for a template that never comes
     ends. Returns a `WorkflowFinished` commit (phase Failed, reason Timeout) or a Wait.
     """
+    if cancel:
+        message = f"spec.cancel is true; the run had not started: {reason}"
+        return _finish("Cancelled", "Cancelled", error={"reason": "Cancelled", "message": message})
     try:
         deadline = _later(created, timeout) if timeout is not None else None
     except ValueError:

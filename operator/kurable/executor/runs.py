@@ -30,7 +30,7 @@ from kurable.api.v1alpha1 import (
     WorkflowSpec,
     WorkflowTemplateSpec,
 )
-from kurable.engine import decide, expressions, records, signals, sizes, validate
+from kurable.engine import children, decide, expressions, records, signals, sizes, validate
 from kurable.engine import schema as user_schema
 from kurable.engine.conditions import updated_condition
 from kurable.engine.journal import (
@@ -45,7 +45,7 @@ from kurable.engine.messages import one_line
 from kurable.engine.status import project
 from kurable.store.journal import Fenced, SlotTaken
 
-from .actions import Outcome, RunRef, perform
+from .actions import Outcome, RunRef, child, perform
 from .drivers import Drivers, Logger
 from .errors import describe_error
 from .runtime import Runtime
@@ -203,26 +203,35 @@ class Run:
             with contextlib.suppress(Exception):
                 await self._stalled("InternalError", f"internal error while {fault}")
             return False
+        if isinstance(ending.data, records.WorkflowFinished):
+            # As in _step_once, but at best: this runs while handling the fault.
+            await self._cancel_children(required=False, finishing=True)
         await self._commit(ending)
         return True
 
     async def _drive_held(self) -> None:
         await self._reload()
+        if self.records and not self.state.finished:
+            # A crash may have come between a record that abandoned a child and its
+            # cancellation: cancel again (idempotent).
+            await self._cancel_children(required=False)
         while not self.records:
             try:
                 await self._start()
             except _NotYet as e:
                 created = (self.object.get("metadata") or {}).get("creationTimestamp")
+                spec = self.object.get("spec") or {}
                 waiting = pure(
                     "waiting for the template",
                     decide.waiting_to_start,
-                    (self.object.get("spec") or {}).get("timeout"),
+                    spec.get("timeout"),
                     parse_time(created) if created else datetime.now(UTC),
                     datetime.now(UTC),
                     str(e),
+                    cancel=bool(spec.get("cancel")),
                 )
                 if isinstance(waiting, decide.Commit):
-                    await self._commit(waiting)  # the run timed out before it started
+                    await self._commit(waiting)  # timed out or cancelled before it started
                     continue
                 await self._stalled("WaitingForTemplate", str(e))
                 await self._sleep(waiting, self.runtime.settings.template_retry_seconds)
@@ -235,6 +244,34 @@ class Run:
         for task, _ in self.acting.values():
             task.cancel()
         self.acting.clear()
+
+    async def _cancel_children(self, required: bool, finishing: bool = False) -> None:
+        """Cancel the child runs this run no longer waits for (engine/children.py);
+        `finishing`: the run is about to journal its end, so it awaits none. Errors
+        raise when `required` (the run must not be recorded as finished before its
+        children are cancelled), else are logged: resuming or finishing cancels again."""
+        if self.state.spec is None or not children.has_children(self.state.spec):
+            return
+        awaited: frozenset[str] = frozenset()
+        if not finishing:
+            awaited = pure("finding the awaited children", children.awaited_children, self.state)
+        try:
+            cancelled = await child.cancel_abandoned(self.runtime, self.ref, awaited)
+        except Exception as e:
+            if required:
+                raise
+            self.logger.warning(f"could not cancel abandoned child runs: {describe_error(e)}")
+            return
+        for name in cancelled:
+            self._event("Normal", "CancelledChild", f"cancelled child run {name}: not awaited")
+
+    async def _stop_actions(self) -> None:
+        """Cancel the actions still being performed and wait until they have stopped
+        (a child they were about to create is then created, or never will be)."""
+        tasks = [task for task, _ in self.acting.values()]
+        self._abandon_actions()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _claim(self) -> None:
         """Hold the run's fencing key; wait while another live executor holds it."""
@@ -373,6 +410,11 @@ class Run:
         now = datetime.now(UTC)
         decision = decide.next_decision(self.state, now, flags, busy=frozenset(self.acting))
         if isinstance(decision, decide.Commit):
+            if isinstance(decision.data, records.WorkflowFinished):
+                # The run awaits nothing more: stop performing, and cancel every child
+                # before the end is journaled (a crash before it repeats this).
+                await self._stop_actions()
+                await self._cancel_children(required=True, finishing=True)
             await self._commit(decision)
             await self._publish(decision)
         elif isinstance(decision, decide.Act):
@@ -514,6 +556,8 @@ class Run:
         self.records.append(record)
         self.state = pure("reading the journal", apply, self.state, record)
         self._announce(record)
+        if children.may_abandon(record):
+            await self._cancel_children(required=False)
 
     def _announce(self, record: Record) -> None:
         data = record.data.to_wire()

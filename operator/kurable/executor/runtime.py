@@ -154,7 +154,8 @@ class Runtime:
     ) -> dict[str, Any]:
         """Apply a JSON patch (RFC 6902) to an object of ours; return the patched object.
 
-        Used on metadata only (consuming signal annotations), never on spec. A failed
+        Used on metadata (consuming signal annotations), and on the spec of the child
+        runs the operator created itself (cancelling them), never on a user's spec. A failed
         `test` operation answers 422 (the object changed meanwhile).
         """
         obj: dict[str, Any] = await k8s.CustomObjectsApi(self.api).patch_namespaced_custom_object(
@@ -168,14 +169,19 @@ class Runtime:
         )
         return obj
 
-    async def list_objects(self, kind: ResourceKind, namespace: str | None) -> list[dict[str, Any]]:
+    async def list_objects(
+        self, kind: ResourceKind, namespace: str | None, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
         """Every object of ours of one kind in a namespace (None: in all namespaces),
-        listed in pages of LIST_CHUNK."""
+        optionally only those matching `label_selector` (`key=value,...`), listed in pages
+        of LIST_CHUNK."""
         api = k8s.CustomObjectsApi(self.api)
         items: list[dict[str, Any]] = []
         token: str | None = None
         while True:
             page: dict[str, Any] = {"limit": LIST_CHUNK}
+            if label_selector is not None:
+                page["label_selector"] = label_selector
             if token:
                 page["_continue"] = token
             if namespace is None:

@@ -14,6 +14,7 @@ from kubernetes_asyncio import client as k8s
 
 from kurable.api.v1alpha1 import API_VERSION, GROUP, VERSION, WORKFLOW
 from kurable.engine import expressions, records
+from kurable.engine.children import children_to_cancel
 from kurable.engine.decide import Act, StepError
 from kurable.engine.journal import TERMINAL_PHASES
 from kurable.engine.names import child_run_name, label_value
@@ -111,6 +112,32 @@ async def _await_child(
         wakeup.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wakeup.wait(), CHILD_POLL_SECONDS)
+
+
+async def cancel_abandoned(runtime: Runtime, run: RunRef, awaited: frozenset[str]) -> list[str]:
+    """Cancel the children of `run` that it does not await (engine.children), setting
+    their `spec.cancel: true`; return the names cancelled. Idempotent: a child cancelled
+    already, ended or gone is left alone. Raises the API server's errors (the caller
+    decides whether the run may go on without)."""
+    listed = await runtime.list_objects(
+        WORKFLOW, run.namespace, label_selector=f"{PARENT_UID_LABEL}={run.uid}"
+    )
+    uids = {obj["metadata"]["name"]: obj["metadata"]["uid"] for obj in listed}
+    cancelled = []
+    for name in children_to_cancel(listed, run.uid, awaited):
+        # Only the object listed: a run of that name created since is not touched.
+        patch = [
+            {"op": "test", "path": "/metadata/uid", "value": uids[name]},
+            {"op": "add", "path": "/spec/cancel", "value": True},
+        ]
+        try:
+            await runtime.patch_json(WORKFLOW, run.namespace, name, patch)
+        except k8s.ApiException as e:
+            if e.status not in (404, 422):  # 404: gone; 422: another object now
+                raise
+            continue
+        cancelled.append(name)
+    return cancelled
 
 
 async def _finished(runtime: Runtime, uid: str) -> records.WorkflowFinished | None:
