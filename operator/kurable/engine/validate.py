@@ -102,7 +102,7 @@ def parse_workflow(spec: Mapping[str, Any], root: str = "spec") -> WorkflowSpec:
     Inline steps are checked whole; a `templateRef` run's steps are checked when the
     template is resolved (`definition_problems` on the resolved definition).
     """
-    definition = _parse(WorkflowSpec, spec, root)
+    definition = _parse_salvaging(WorkflowSpec, spec, root)
     problems = definition_problems(definition, root)
     if problems:
         raise InvalidDefinition(problems)
@@ -111,7 +111,7 @@ def parse_workflow(spec: Mapping[str, Any], root: str = "spec") -> WorkflowSpec:
 
 def parse_template(spec: Mapping[str, Any], root: str = "spec") -> WorkflowTemplateSpec:
     """A WorkflowTemplate's spec parsed to its nested steps and checked; raise InvalidDefinition."""
-    definition = _parse(WorkflowTemplateSpec, spec, root)
+    definition = _parse_salvaging(WorkflowTemplateSpec, spec, root)
     problems = definition_problems(definition, root)
     if problems:
         raise InvalidDefinition(problems)
@@ -437,6 +437,38 @@ class _Checks:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+_D = TypeVar("_D", WorkflowSpec, WorkflowTemplateSpec)
+
+
+def _parse_salvaging(model: type[_D], spec: Mapping[str, Any], root: str) -> _D:
+    """`spec` parsed, or InvalidDefinition with every problem: when some steps do not
+    parse, the others are still checked whole (each unparsable top-level step stands in
+    as an empty `set` of the same name, so jumps to it are not reported as missing)."""
+    try:
+        return _parse(model, spec, root)
+    except InvalidDefinition as e:
+        problems = list(e.problems)
+    raw_steps = spec.get("steps")
+    if isinstance(raw_steps, list):
+        salvaged = dict(spec, steps=[_parsable_or_stand_in(raw) for raw in raw_steps])
+        try:
+            rest = model.model_validate(salvaged)
+        except ValidationError:
+            pass  # the problem is outside the steps: what pydantic said is all there is
+        else:
+            problems += [p for p in definition_problems(rest, root) if p not in problems]
+    raise InvalidDefinition(problems)
+
+
+def _parsable_or_stand_in(raw: Any) -> Any:
+    try:
+        Step.model_validate(raw)
+    except ValidationError:
+        name = raw.get("name") if isinstance(raw, Mapping) else None
+        return {"name": name if isinstance(name, str) else "unparsable", "set": {}}
+    return raw
 
 
 def _parse(model: type[_M], spec: Mapping[str, Any], root: str) -> _M:

@@ -432,3 +432,30 @@ def test_sleep_until_with_an_offset_or_an_expression_is_accepted_at_every_depth(
     until: str,
 ) -> None:
     assert workflow_problems(_everywhere({"name": "s", "sleep": {"until": until}})) == []
+
+
+def test_steps_that_parse_are_checked_whole_beside_one_that_does_not() -> None:
+    """Field report: one unparsable nested step hid every other problem of the run."""
+    spec = run(
+        {"name": "a", "set": {"x": "${ 1 + }"}},
+        {
+            "name": "b",
+            "parallel": {
+                "branches": [
+                    {"name": "p", "steps": [{"name": "s", "sleep": {"durationn": "1s"}}]},
+                ]
+            },
+        },
+        {"name": "c", "set": {}, "next": "nope"},
+        {"name": "d", "set": {}, "next": "b"},
+    )
+    assert [p.path for p in workflow_problems(spec)] == [
+        "spec.steps[1].parallel.branches[0].steps[0].sleep",
+        "spec.steps[0].set.x",
+        "spec.steps[2].next",
+    ]
+    assert [p.path for p in template_problems(spec)] == [
+        "spec.steps[1].parallel.branches[0].steps[0].sleep",
+        "spec.steps[0].set.x",
+        "spec.steps[2].next",
+    ]
