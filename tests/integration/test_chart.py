@@ -431,6 +431,14 @@ def test_install_upgrade_and_uninstall_leave_only_the_kept_crds(
     helm(helm_home, "uninstall", release, "-n", namespace, kubeconfig=cp.kubeconfig)
     left = cluster_scoped_objects(cp) - before
     crds = {f"customresourcedefinition.apiextensions.k8s.io/{n}" for n in _chart_crd_names()}
+    # The admission policy that keeps a Workflow's input and output as they were is kept
+    # with the CRDs: the Workflows it protects outlive the release too.
+    crds |= {
+        f"{d['kind'].lower()}.admissionregistration.k8s.io/{d['metadata']['name']}"
+        for f in (ROOT / "crds").glob("*.yaml")
+        for d in yaml.safe_load_all(f.read_text())
+        if d and d["kind"].startswith("ValidatingAdmissionPolicy")
+    }
     # The API server registers an APIService per group version its CRDs serve.
     crds |= {
         f"apiservice.apiregistration.k8s.io/{version}.{group}"

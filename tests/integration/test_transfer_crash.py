@@ -11,7 +11,7 @@ import pytest
 
 from kurable.testing import ControlPlane, OperatorProcess
 
-from .conftest import Isolated, apply
+from .conftest import Isolated, apply, eventually
 from .transfers import (
     Accepted,
     accepted_by_run,
@@ -32,6 +32,16 @@ pytestmark = pytest.mark.slow
 SEED = 7031
 TRANSFERS = 30
 KILLS = 3
+
+
+def in_flight(control_plane: ControlPlane, namespace: str, prefix: str) -> list[str]:
+    """The uids of runs whose journal has begun and not ended."""
+    uids = [r["metadata"]["uid"] for r in runs(control_plane, namespace).values()]
+    return [
+        uid
+        for uid, journal in journals(control_plane, prefix, uids).items()
+        if journal and journal[-1].type != "WorkflowFinished"
+    ]
 
 
 def test_sigkill_while_transfers_run_applies_every_command_once(
@@ -63,17 +73,18 @@ def test_sigkill_while_transfers_run_applies_every_command_once(
                 target=apply, args=(control_plane, namespace, workflows(batch))
             )
             creating.start()
-            time.sleep(rng.uniform(0.05, 0.4))
+            # Killed a seeded random moment after the first of its runs began (a fixed
+            # delay from the creation missed every run on a loaded machine).
+            eventually(
+                lambda: in_flight(control_plane, namespace, prefix),
+                bool,
+                60,
+                "some transfer to be in flight",
+            )
+            time.sleep(rng.uniform(0.0, 0.2))
             current.kill()
             # Runs whose journal had begun and not ended when the operator died.
-            uids = [r["metadata"]["uid"] for r in runs(control_plane, namespace).values()]
-            in_flight_at_kill.append(
-                [
-                    uid
-                    for uid, journal in journals(control_plane, prefix, uids).items()
-                    if journal and journal[-1].type != "WorkflowFinished"
-                ]
-            )
+            in_flight_at_kill.append(in_flight(control_plane, namespace, prefix))
             creating.join()
             current.stop()
             current = operator().start()
