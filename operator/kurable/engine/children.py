@@ -22,7 +22,7 @@ from typing import Any
 from kurable.api.v1alpha1 import Step, WorkflowSpec
 
 from . import records as r
-from .decide import COMPENSATE_SUFFIX, child_scopes, compensation_step, main_scope
+from .decide import COMPENSATE_SUFFIX, compensation_step, locate
 from .journal import IN_FLIGHT, TERMINAL_PHASES, Record, RunState
 from .names import child_run_name
 
@@ -78,14 +78,14 @@ def awaited_children(state: RunState) -> frozenset[str]:
         if name.endswith(COMPENSATE_SUFFIX):
             if state.failing is None:
                 continue
-            original = _locate(state, name[: -len(COMPENSATE_SUFFIX)])
+            original = locate(state, name[: -len(COMPENSATE_SUFFIX)])
             if original is None or original[0].compensate is None:
                 continue
             step = compensation_step(original[0])
         else:
             if state.failing is not None:
                 continue
-            located = _locate(state, name)
+            located = locate(state, name)
             if located is None:
                 continue
             step, around = located
@@ -114,30 +114,6 @@ def children_to_cancel(
             continue
         names.append(str(meta.get("name")))
     return sorted(names)
-
-
-def _locate(state: RunState, name: str) -> tuple[Step, list[str]] | None:
-    """The step journaled as `name`, with the fan-out steps around it (outermost first)."""
-    return _find(state, main_scope(_spec(state)).steps, name, [])
-
-
-def _find(
-    state: RunState, steps: Sequence[Step], name: str, around: list[str]
-) -> tuple[Step, list[str]] | None:
-    for step in steps:
-        if step.name == name:
-            return step, around
-        if step.parallel is not None and name.startswith(step.name + "."):
-            scopes = child_scopes(step)
-        elif step.for_each is not None and name.startswith(step.name + "["):
-            scopes = child_scopes(step, state.step(step.name).items or [])
-        else:
-            continue
-        for scope in scopes:
-            found = _find(state, scope.steps, name, [*around, step.name])
-            if found is not None:
-                return found
-    return None
 
 
 def _spec(state: RunState) -> WorkflowSpec:

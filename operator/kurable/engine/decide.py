@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -319,8 +320,10 @@ def backoff_delay(retry: Retry, attempt: int, key: str) -> timedelta:
     digest = hashlib.sha256(f"{key}/{attempt}".encode()).digest()
     unit = int.from_bytes(digest[:8], "big") / 2**64  # in [0, 1)
     seconds = min(base, max(0.0, base * (1.0 - jitter * unit)))
-    # Rounded down to a timedelta's microseconds: rounding to nearest could exceed max.
-    return timedelta(microseconds=math.floor(seconds * 1_000_000))
+    # To a timedelta's whole microseconds: the nearest one, but never above the cap's own
+    # (the epsilon absorbs a float product such as 8.011 * 1e6 = 8010999.999999999).
+    cap_micros = math.floor(cap * 1_000_000 + 1e-6)
+    return timedelta(microseconds=min(round(seconds * 1_000_000), cap_micros))
 
 
 def retry_policy(state: RunState, step: Step) -> Retry:
@@ -404,21 +407,30 @@ def _qualified(step: Step, thread: str) -> Step:
 
 def resolve(state: RunState, name: str) -> Step | None:
     """The step journaled as `name`, wherever it sits (the run, a branch, an item)."""
-    return _find(state, main_scope(_spec(state)), name)
+    found = locate(state, name)
+    return found[0] if found is not None else None
 
 
-def _find(state: RunState, scope: Scope, name: str) -> Step | None:
-    for step in scope.steps:
+def locate(state: RunState, name: str) -> tuple[Step, list[str]] | None:
+    """The step journaled as `name` with the names of the fan-out steps (parallel,
+    forEach) around it, outermost first; None when no step has that name."""
+    return _find(state, main_scope(_spec(state)).steps, name, [])
+
+
+def _find(
+    state: RunState, steps: Sequence[Step], name: str, around: list[str]
+) -> tuple[Step, list[str]] | None:
+    for step in steps:
         if step.name == name:
-            return step
+            return step, around
         if step.parallel is not None and name.startswith(step.name + "."):
             scopes = child_scopes(step)
         elif step.for_each is not None and name.startswith(step.name + "["):
             scopes = child_scopes(step, state.step(step.name).items or [])
         else:
             continue
-        for child in scopes:
-            found = _find(state, child, name)
+        for scope in scopes:
+            found = _find(state, scope.steps, name, [*around, step.name])
             if found is not None:
                 return found
     return None

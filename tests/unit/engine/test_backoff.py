@@ -7,6 +7,7 @@ import math
 import re
 from datetime import timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -142,3 +143,16 @@ def test_a_huge_duration_the_schema_allows_neither_overflows_nor_loops() -> None
     journal = simulate(spec, limit=10)
     # The timer and the deadline fall at the same horizon: the deadline wins, the run ends.
     assert fold(journal).reason == "Timeout"
+
+
+@pytest.mark.parametrize(
+    ("longest", "seconds"), [("8011ms", 8.011), ("5m8ms0.462s", 300.47), ("0.0000015s", 1e-6)]
+)
+def test_a_delay_capped_at_max_is_max_to_the_microsecond_never_above(
+    longest: str, seconds: float
+) -> None:
+    """Found by the property tests: float products (8.011 * 1e6) lost a microsecond, and a
+    float sum (300 + 0.008 + 0.462) put max a bit below the delay."""
+    backoff = Backoff(initial=longest, factor=2, max=longest, jitter=0)
+    delay = decide.backoff_delay(Retry(max_attempts=3, backoff=backoff), 2, "uid/step")
+    assert delay.total_seconds() == seconds
