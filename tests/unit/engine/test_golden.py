@@ -18,8 +18,10 @@ import pytest
 
 from kurable.api.v1alpha1 import duration_seconds
 from kurable.engine import decide
-from kurable.engine.journal import Record, fold, now_rfc3339, parse_time
+from kurable.engine.journal import Record, fold, parse_time
 from kurable.engine.status import project
+
+from .journals.generate import summary
 
 GOLDEN = sorted((Path(__file__).parent / "journals").glob("*.json"))
 
@@ -27,28 +29,6 @@ GOLDEN = sorted((Path(__file__).parent / "journals").glob("*.json"))
 def _load(path: Path) -> dict[str, Any]:
     golden: dict[str, Any] = json.loads(path.read_text())
     return golden
-
-
-def _summary(decision: decide.Decision) -> dict[str, Any]:
-    if isinstance(decision, decide.Commit):
-        record = Record(0, decision.type, "-", decision.step, decision.attempt, decision.data)
-        wire = record.to_json()
-        return {"commit": {k: v for k, v in wire.items() if k not in ("seq", "at", "executor")}}
-    if isinstance(decision, decide.Act):
-        return {
-            "act": {
-                "step": decision.step.name,
-                "attempt": decision.attempt,
-                "deadline": now_rfc3339(decision.deadline) if decision.deadline else None,
-                "thread": decision.scope.thread,
-                "compensating": decision.compensating,
-                "visit": decision.visit,
-            }
-        }
-    if isinstance(decision, decide.Wait):
-        until = now_rfc3339(decision.until) if decision.until else None
-        return {"wait": {"until": until, "reason": decision.reason}}
-    return {"done": {}}
 
 
 def _path(summary: dict[str, Any]) -> dict[str, Any]:
@@ -138,7 +118,7 @@ def test_a_golden_journal_replays_to_the_same_decisions_and_status(path: Path) -
             error = decide.StepError(**raw) if raw else None
             commit = decide.outcome(fold(prefix), act, now, entry["output"], error)
             expected = _committed(wire[entry["records"]])
-            actual = _summary(commit)["commit"]
+            actual = summary(commit)["commit"]
             _same_retry_policy(fold(prefix), act, now, actual, expected, where)
             assert actual == expected, where
             continue
@@ -147,7 +127,7 @@ def test_a_golden_journal_replays_to_the_same_decisions_and_status(path: Path) -
         if isinstance(decision, decide.Wait) and "wait" in entry["decision"]:
             _wakes_no_later(decision, entry["decision"]["wait"], where)
         else:
-            assert _path(_summary(decision)) == _path(entry["decision"]), where
+            assert _path(summary(decision)) == _path(entry["decision"]), where
         if isinstance(decision, decide.Commit):
             assert entry["decision"]["commit"] == _committed(wire[entry["records"]]), where
         if isinstance(decision, decide.Act):
