@@ -560,55 +560,29 @@ def test_a_command_id_reused_with_another_input_is_a_conflict_and_applies_nothin
     control_plane: ControlPlane, operator: OperatorProcess, namespace: str
 ) -> None:
     transfer_example(control_plane, namespace)
-    ns = ("-n", namespace)
-    first = cli(
-        control_plane,
-        "command",
-        "entity/alice",
-        "withdraw",
-        "--input",
-        '{"amount":10}',
-        "--id",
-        "pay-1",
-        *ns,
-    )
+
+    def send(command: str, amount: int) -> subprocess.CompletedProcess[str]:
+        return cli(
+            control_plane,
+            "command",
+            "entity/alice",
+            command,
+            "--input",
+            json.dumps({"amount": amount}),
+            "--id",
+            "pay-1",
+            "-n",
+            namespace,
+        )
+
+    first = send("withdraw", 10)
     assert (first.returncode, first.stdout.strip()) == (0, "90"), first.stderr
-    again = cli(
-        control_plane,
-        "command",
-        "entity/alice",
-        "withdraw",
-        "--input",
-        '{"amount":10}',
-        "--id",
-        "pay-1",
-        *ns,
-    )
+    again = send("withdraw", 10)
     assert (again.returncode, again.stdout.strip()) == (0, "90"), again.stderr
-    other = cli(
-        control_plane,
-        "command",
-        "entity/alice",
-        "withdraw",
-        "--input",
-        '{"amount":50}',
-        "--id",
-        "pay-1",
-        *ns,
-    )
+    other = send("withdraw", 50)
     assert other.returncode == 3 and other.stdout == ""
     assert "'pay-1'" in other.stderr and "different input" in other.stderr
-    deposit = cli(
-        control_plane,
-        "command",
-        "entity/alice",
-        "deposit",
-        "--input",
-        '{"amount":10}',
-        "--id",
-        "pay-1",
-        *ns,
-    )
+    deposit = send("deposit", 10)
     assert deposit.returncode == 3 and "'withdraw', not 'deposit'" in deposit.stderr
     alice = get(control_plane, namespace, "entity/alice")
     assert [e["data"] for e in events_of(control_plane, alice)] == [{"amount": 10}]
