@@ -62,6 +62,8 @@ class Scale:
     """Seconds during which faults strike and load arrives."""
     settle: float
     """Seconds allowed, after the last fault, for every run to end."""
+    messages: int = 40
+    """Messages published to the consumed topic during the window."""
 
 
 SCALES = {
@@ -69,7 +71,14 @@ SCALES = {
     "short": Scale(wallets=6, transfers=24, refused=2, missing=2, errands=8, window=70, settle=150),
     # Releases and developers: ten minutes of faults over a few hundred runs.
     "long": Scale(
-        wallets=12, transfers=240, refused=12, missing=12, errands=60, window=600, settle=400
+        wallets=12,
+        transfers=240,
+        refused=12,
+        missing=12,
+        errands=60,
+        window=600,
+        settle=400,
+        messages=400,
     ),
 }
 
@@ -205,8 +214,9 @@ def persist(what: str, action: Callable[[], T], timeout: float = 120.0) -> T:
 
 @dataclass
 class Operators:
-    """The operator replicas of the suite: `a` always runs (restarted after kills);
-    `b` runs while a fault asks for a second replica."""
+    """The operator replicas of the suite: `a` always runs (restarted after kills) and
+    `c` too (a second active replica: the two share the runs by rendezvous hashing);
+    `b` runs while a fault asks for one more replica."""
 
     cp: ControlPlane
     logs: Path
@@ -215,6 +225,7 @@ class Operators:
     incarnations: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     a: OperatorProcess | None = None
     b: OperatorProcess | None = None
+    c: OperatorProcess | None = None
 
     def start(self, executor: str) -> OperatorProcess:
         self.incarnations[executor] += 1
@@ -231,7 +242,7 @@ class Operators:
         return process.log_path.read_text(errors="replace")
 
     def stop_all(self) -> None:
-        for process in (self.a, self.b):
+        for process in (self.a, self.b, self.c):
             if process is not None:
                 process.resume()
                 process.stop()

@@ -1,8 +1,11 @@
 """Crash safety under faults: a seeded load of transfer sagas and errands (HTTP calls,
-timers, signals) runs while the operator is killed, paused past its lease, joined by a
-second replica, and while etcd and the API server are killed and restarted. Then:
+timers, signals) runs on two active replicas sharing the runs while one is killed,
+paused past its lease, joined by a third, and while etcd and the API server are killed
+and restarted. Then:
 every run ended, money is conserved, every command applied once, every HTTP step
-used one idempotency key, and every status agrees with its journal.
+used one idempotency key, and every status agrees with its journal. Meanwhile a topic is
+fed and a consumer applies each message to an entity of its key: every message's effect
+exactly once, none lost, per-key order kept (tests/chaos/messages.py).
 
 CI runs the short scale (`make test`); `make chaos` runs the long one. Choose with
 KURABLE_CHAOS_SCALE (short|long) and KURABLE_CHAOS_SEED.
@@ -25,6 +28,7 @@ from tests.conftest import ROOT
 from tests.integration.service import Service
 from tests.integration.transfers import create_wallets, run_name
 
+from . import messages
 from .harness import (
     FAULTS,
     SCALES,
@@ -73,6 +77,7 @@ def test_chaos(plane: ControlPlane, tmp_path: Path) -> None:
     with Service(failures=1) as service:
         try:
             ops.a = ops.start("chaos-a")
+            ops.c = ops.start("chaos-c")  # both active: they share the runs
             create_wallets(cp, namespace, plan.wallets)
             no_template = {
                 "apiVersion": "kurable.dev/v1alpha1",
@@ -80,11 +85,18 @@ def test_chaos(plane: ControlPlane, tmp_path: Path) -> None:
                 "metadata": {"name": STRANDED},
                 "spec": {"templateRef": {"name": "never-written"}},
             }
-            for manifest in (errand_template(service.url("")), no_template):
+            for manifest in (
+                errand_template(service.url("")),
+                no_template,
+                *messages.manifests(),
+            ):
                 cp.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
             start = time.monotonic()
             load = Load(plan, cp, namespace, start)
             load.start()
+            fed = messages.plan(scale.messages)
+            publisher = messages.Publisher(cp, namespace, prefix, fed, scale.window * 0.8)
+            publisher.start()
             for fault in plan.faults:
                 time.sleep(max(0.0, start + fault.at - time.monotonic()))
                 print(f"chaos: {time.monotonic() - start:6.1f}s {fault.kind} ({fault.hold:.1f}s)")
@@ -96,6 +108,9 @@ def test_chaos(plane: ControlPlane, tmp_path: Path) -> None:
                 errand_name(i) for i in range(scale.errands)
             ]
             found = wait_settled(cp, namespace, names, scale.settle)
+            publisher.join(scale.settle)
+            assert publisher.error is None, f"seed {SEED}: publishing failed: {publisher.error}"
+            consumed = messages.check(cp, namespace, fed, scale.settle)
             outcome = check_all(plan, cp, namespace, prefix, found, service.seen)
             stranded = found[STRANDED]["status"]
             # A fault near the end may have left it saying `Retrying` (the outage) for a
@@ -127,7 +142,7 @@ def test_chaos(plane: ControlPlane, tmp_path: Path) -> None:
         f"executor incarnations ({len(carried)} runs carried across a fault), "
         f"{len(outcome.accepted)} commands "
         f"applied once each, {len(service.keys)} idempotency keys, "
-        f"{sum(service.keys.values())} HTTP requests, faults {evidence.injected}"
+        f"{sum(service.keys.values())} HTTP requests, {consumed}, faults {evidence.injected}"
     )
 
 

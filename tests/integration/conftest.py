@@ -10,8 +10,9 @@ from typing import Any, TypeVar
 
 import pytest
 
+from kurable.client import AsyncClient, Client
 from kurable.engine.journal import Record
-from kurable.testing import ControlPlane, OperatorProcess
+from kurable.testing import ControlPlane, EndpointProcess, OperatorProcess
 
 T = TypeVar("T")
 
@@ -28,6 +29,38 @@ def operator(
         yield process
     finally:
         process.stop()
+
+
+class Door:
+    """The endpoint every test process shares (the operator's etcd prefix) and a token of
+    a cluster-admin ServiceAccount for it: how tests command entities and start runs, as
+    users do (the CLI and the Python client go through the endpoint only)."""
+
+    def __init__(self, cp: ControlPlane, endpoint: EndpointProcess, token: str) -> None:
+        self.cp = cp
+        self.endpoint = endpoint
+        self.url = endpoint.url
+        self.token = token
+
+    def client(self, **kwargs: Any) -> Client:
+        return Client(self.url, self.token, **kwargs)
+
+    def async_client(self, **kwargs: Any) -> AsyncClient:
+        return AsyncClient(self.url, self.token, **kwargs)
+
+    def env(self) -> dict[str, str]:
+        """The control plane's environment plus KURABLE_ENDPOINT and KURABLE_TOKEN."""
+        return {**self.cp.env(), "KURABLE_ENDPOINT": self.url, "KURABLE_TOKEN": self.token}
+
+
+@pytest.fixture(scope="session")
+def door(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Door]:
+    """One endpoint per test process (see Door)."""
+    from kurable.cli._dev import admin_token
+
+    log = tmp_path_factory.mktemp("door") / "endpoint.log"
+    with EndpointProcess(control_plane.env(), log) as process:
+        yield Door(control_plane, process, admin_token(control_plane))
 
 
 def apply(cp: ControlPlane, namespace: str, manifest: str | dict[str, Any] | Path) -> str:

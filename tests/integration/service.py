@@ -31,6 +31,8 @@ class Service:
         self.seen: set[tuple[str, str]] = set()
         """(path, Idempotency-Key) of every request."""
         self.bodies: list[Any] = []
+        self.traceparents: list[str | None] = []
+        """The `traceparent` header of every request (None: not sent)."""
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -40,6 +42,7 @@ class Service:
         key = request.headers.get("Idempotency-Key", "")
         self.keys[key] += 1
         self.seen.add((request.path, key))
+        self.traceparents.append(request.headers.get("traceparent"))
         if request.can_read_body:
             self.bodies.append(await request.json())
         if self.gather:

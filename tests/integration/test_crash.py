@@ -59,8 +59,10 @@ def test_sigkill_during_sleep_resumes_without_repeating_steps(
     assert killed_at < wake_at.timestamp(), "the kill must land during the sleep"
 
     time.sleep(1.0)
-    restarted_at = time.time()
     with operator() as second:
+        # Ready: from here the restarted operator picks the run up within moments, however
+        # long its start took on a loaded machine.
+        up_at = time.time()
         wf = wait_phase(control_plane, namespace, "survivor", ("Succeeded",), timeout=60)
         after = journal(control_plane, uid, prefix)
     assert second.process is not None
@@ -78,7 +80,7 @@ def test_sigkill_during_sleep_resumes_without_repeating_steps(
     # sleep (10 s) after the restart, which is what a timer started afresh would do.
     woke = parse_time(naps[1].at).timestamp()
     assert woke >= wake_at.timestamp(), "the sleep ended before its deadline"
-    assert woke < restarted_at + 10.0, "the sleep started again after the restart"
+    assert woke < max(wake_at.timestamp(), up_at) + 8.0, "the sleep started again after the restart"
     assert wf["status"]["steps"][-1]["output"] == {"seen": f"{uid}-once"}
 
 

@@ -80,7 +80,7 @@ def test_a_template_lists_every_problem(
     spec = {
         "steps": [
             {"name": "a", "set": {"x": "${ 1 + }"}, "next": "nowhere"},
-            {"name": "b", "emit": {"topic": "t"}},
+            {"name": "b", "job": {"template": {}}},
         ]
     }
     apply(
@@ -102,7 +102,7 @@ def test_a_template_lists_every_problem(
     message = template["status"]["message"]
     assert "spec.steps[0].next: no step named 'nowhere'" in message
     assert "spec.steps[0].set.x: expression" in message
-    assert "spec.steps[1].emit: step kind 'emit' is not performed" in message
+    assert "spec.steps[1].job: step kind 'job' is not performed" in message
 
 
 def test_an_inline_run_whose_next_names_a_missing_step_is_invalid_before_its_first_step(

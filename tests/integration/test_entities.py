@@ -8,21 +8,16 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import pytest
 import yaml
 
 from kurable.api.v1alpha1 import EntityTypeSpec
-from kurable.client import (
-    AsyncClient,
-    Client,
-    CommandConflict,
-    CommandRejected,
-    Snapshot,
-    project_entity_status,
-)
+from kurable.client import Client, CommandConflict, CommandRejected
+from kurable.engine.entities import Snapshot
 from kurable.executor import commands
 from kurable.store import entities as store
 from kurable.store import keys
@@ -31,7 +26,7 @@ from kurable.store.journal import EtcdConfig, connect
 from kurable.testing import ControlPlane, OperatorProcess
 from tests.conftest import ROOT
 
-from .conftest import apply, eventually, get
+from .conftest import Door, apply, eventually, get
 
 TRANSFER = ROOT / "examples" / "transfer"
 PREFIX = "/kurable/"
@@ -69,18 +64,41 @@ def ready(cp: ControlPlane, namespace: str, name: str, version: int = 0) -> dict
     )
 
 
-def cli(cp: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(door: Door, *args: str) -> subprocess.CompletedProcess[str]:
+    """`kurable ARGS` with $KURABLE_ENDPOINT and $KURABLE_TOKEN set to the test endpoint's."""
     return subprocess.run(
         [sys.executable, "-m", "kurable", *args],
-        env={**os.environ, **cp.env()},
+        env={**os.environ, **door.env()},
         capture_output=True,
         text=True,
         timeout=60,
     )
 
 
-def client(cp: ControlPlane) -> Client:
-    return Client.from_kubeconfig(str(cp.kubeconfig), etcd=EtcdConfig(cp.etcd_endpoint, PREFIX))
+def client(door: Door) -> Client:
+    """The Python client, through the test endpoint."""
+    return door.client()
+
+
+@asynccontextmanager
+async def kube_api(cp: ControlPlane) -> AsyncIterator[Any]:
+    """A kubernetes_asyncio ApiClient with the control plane's admin kubeconfig."""
+    from kubernetes_asyncio import config
+
+    api = await config.new_client_from_config(config_file=str(cp.kubeconfig))
+    try:
+        yield api
+    finally:
+        await api.close()
+
+
+async def entity_object(api: Any, namespace: str, name: str) -> dict[str, Any]:
+    from kubernetes_asyncio import client as k8s
+
+    obj: dict[str, Any] = await k8s.CustomObjectsApi(api).get_namespaced_custom_object(
+        "kurable.dev", "v1alpha1", namespace, "entities", name
+    )
+    return obj
 
 
 def in_etcd(cp: ControlPlane, action: Callable[[Any], Awaitable[T]]) -> T:
@@ -137,11 +155,10 @@ def test_transfer_example_applies_and_entities_start_ready_with_their_initial_st
 
 
 def test_cli_command_prints_the_reply_and_status_and_history_follow(
-    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, door: Door
 ) -> None:
     transfer_example(control_plane, namespace)
-    done = cli(
-        control_plane, "command", "entity/alice", "withdraw", "--input", '{"amount":10}',
+    done = cli(door, "command", "entity/alice", "withdraw", "--input", '{"amount":10}',
         "-n", namespace,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -152,19 +169,19 @@ def test_cli_command_prints_the_reply_and_status_and_history_follow(
     assert alice["status"]["version"] == 1
     assert alice["status"]["lastEvent"]["type"] == "Withdrawn"
 
-    history = cli(control_plane, "history", "entity/alice", "-n", namespace, "-o", "json")
+    history = cli(door, "history", "entity/alice", "-n", namespace, "-o", "json")
     assert history.returncode == 0, history.stderr
     [event] = json.loads(history.stdout)
     assert (event["type"], event["data"], event["version"]) == ("Withdrawn", {"amount": 10}, 1)
-    table = cli(control_plane, "history", "entity/alice", "-n", namespace)
+    table = cli(door, "history", "entity/alice", "-n", namespace)
     assert "Withdrawn" in table.stdout.splitlines()[1]
 
 
 def test_a_duplicate_command_id_returns_the_original_reply_and_appends_nothing(
-    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, door: Door
 ) -> None:
     transfer_example(control_plane, namespace)
-    with client(control_plane) as kurable:
+    with client(door) as kurable:
         first = kurable.execute(namespace, "alice", "withdraw", {"amount": 30}, "order-1")
         assert (first.reply, first.version, first.duplicate) == (70, 1, False)
         kurable.send_command(namespace, "alice", "deposit", {"amount": 5}, "refund-1")
@@ -172,8 +189,7 @@ def test_a_duplicate_command_id_returns_the_original_reply_and_appends_nothing(
         assert (again.reply, again.version, again.duplicate) == (70, 1, True)
         assert kurable.get_state(namespace, "alice").state == {"balance": 75}
     # The CLI with the same id: same reply, nothing appended.
-    done = cli(
-        control_plane, "command", "entity/alice", "withdraw", "-i", '{"amount":30}',
+    done = cli(door, "command", "entity/alice", "withdraw", "-i", '{"amount":30}',
         "--id", "order-1", "-n", namespace,
     )  # fmt: skip
     assert (done.returncode, json.loads(done.stdout)) == (0, 70)
@@ -187,11 +203,10 @@ def test_a_duplicate_command_id_returns_the_original_reply_and_appends_nothing(
 
 
 def test_a_failing_guard_changes_nothing_and_names_the_rule(
-    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, door: Door
 ) -> None:
     transfer_example(control_plane, namespace)
-    done = cli(
-        control_plane, "command", "entity/alice", "withdraw", "-i", '{"amount":1000}',
+    done = cli(door, "command", "entity/alice", "withdraw", "-i", '{"amount":1000}',
         "--id", "big", "-n", namespace,
     )  # fmt: skip
     assert done.returncode == 1
@@ -199,7 +214,7 @@ def test_a_failing_guard_changes_nothing_and_names_the_rule(
     assert "GuardFailed" in done.stderr
     rule = "guard 1 (state.balance >= input.amount): insufficient funds: 100 < 1000"
     assert rule in done.stderr
-    with client(control_plane) as kurable:
+    with client(door) as kurable:
         assert kurable.get_state(namespace, "alice").version == 0
         # Even once the funds are there, the same id gets the same answer.
         kurable.send_command(namespace, "alice", "deposit", {"amount": 1000})
@@ -212,10 +227,10 @@ def test_a_failing_guard_changes_nothing_and_names_the_rule(
 
 
 def test_input_that_does_not_fit_the_input_schema_is_rejected_naming_the_field(
-    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, door: Door
 ) -> None:
     transfer_example(control_plane, namespace)
-    with client(control_plane) as kurable:
+    with client(door) as kurable:
         for payload, problem in [
             ({"amount": 0}, "input.amount: must be >= 1, got 0"),
             ({}, "input.amount: required"),
@@ -233,12 +248,12 @@ def test_input_that_does_not_fit_the_input_schema_is_rejected_naming_the_field(
 
 
 def test_a_command_that_would_break_the_state_schema_is_rejected(
-    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, door: Door
 ) -> None:
     apply(control_plane, namespace, wallet_without_guard())
     apply(control_plane, namespace, entity("carol", {"balance": 5}))
     ready(control_plane, namespace, "carol")
-    with client(control_plane) as kurable:
+    with client(door) as kurable:
         with pytest.raises(CommandRejected) as rejected:
             kurable.send_command(namespace, "carol", "withdraw", {"amount": 6})
         assert rejected.value.reason == "InvalidState"
@@ -307,10 +322,10 @@ def test_an_invalid_entity_type_is_reported_naming_the_command_and_field(
 
 
 def test_deleting_an_entity_removes_its_etcd_keys(
-    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, door: Door
 ) -> None:
     transfer_example(control_plane, namespace)
-    with client(control_plane) as kurable:
+    with client(door) as kurable:
         kurable.send_command(namespace, "alice", "withdraw", {"amount": 1}, "a-1")
     alice = get(control_plane, namespace, "entity/alice")
     uid = alice["metadata"]["uid"]
@@ -326,7 +341,7 @@ def test_deleting_an_entity_removes_its_etcd_keys(
 
 
 def test_deleting_an_entity_type_in_use_is_blocked_until_its_entities_are_gone(
-    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, door: Door
 ) -> None:
     transfer_example(control_plane, namespace)
     control_plane.kubectl("delete", "-n", namespace, "entitytype/wallet", "--wait=false")
@@ -340,7 +355,7 @@ def test_deleting_an_entity_type_in_use_is_blocked_until_its_entities_are_gone(
     ready_condition = next(c for c in wallet["status"]["conditions"] if c["type"] == "Ready")
     assert (ready_condition["status"], ready_condition["reason"]) == ("False", "InUse")
     # Still usable meanwhile.
-    with client(control_plane) as kurable:
+    with client(door) as kurable:
         assert kurable.send_command(namespace, "bob", "deposit", {"amount": 1}) == 1
     control_plane.kubectl("delete", "-n", namespace, "entity/alice", "entity/bob", "--timeout=60s")
     eventually(
@@ -382,7 +397,7 @@ def test_deleting_an_entity_type_in_use_is_blocked_until_its_entities_are_gone(
 
 
 def test_a_large_state_is_truncated_in_status_but_whole_in_etcd(
-    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, door: Door
 ) -> None:
     notes = copy.deepcopy(WALLET)
     notes["spec"]["stateSchema"]["properties"]["memo"] = {"type": "string"}
@@ -392,7 +407,7 @@ def test_a_large_state_is_truncated_in_status_but_whole_in_etcd(
     frank = ready(control_plane, namespace, "frank")
     assert frank["status"]["stateTruncated"] is True
     assert frank["status"]["state"] == {"balance": 3}
-    with client(control_plane) as kurable:
+    with client(door) as kurable:
         assert kurable.get_state(namespace, "frank").state == {"memo": memo, "balance": 3}
         kurable.send_command(namespace, "frank", "deposit", {"amount": 1})
     frank = get(control_plane, namespace, "entity/frank")
@@ -401,18 +416,14 @@ def test_a_large_state_is_truncated_in_status_but_whole_in_etcd(
 
 
 def test_twenty_concurrent_commands_on_one_entity_apply_exactly_once(
-    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, door: Door
 ) -> None:
     transfer_example(control_plane, namespace)
 
     async def scenario() -> list[Any]:
-        config = EtcdConfig(control_plane.etcd_endpoint, PREFIX)
-        # Two clients: tasks of one client queue on its per-entity lock, the two
-        # clients race each other in etcd.
-        clients = [
-            await AsyncClient.from_kubeconfig(str(control_plane.kubeconfig), etcd=config)
-            for _ in range(2)
-        ]
+        # Two clients, twenty requests at once: they race each other in the endpoint
+        # (whose per-entity queue orders them) and in etcd.
+        clients = [door.async_client() for _ in range(2)]
         try:
             return await asyncio.gather(
                 *(
@@ -437,7 +448,7 @@ def test_twenty_concurrent_commands_on_one_entity_apply_exactly_once(
     events = events_of(control_plane, alice)
     assert [e["version"] for e in events] == list(range(1, 15))
     assert len({e["commandId"] for e in events}) == 14
-    with client(control_plane) as kurable:
+    with client(door) as kurable:
         snapshot = kurable.get_state(namespace, "alice")
     assert (snapshot.version, snapshot.state) == (14, {"balance": 2})
     ready(control_plane, namespace, "alice", version=14)
@@ -494,15 +505,12 @@ def test_status_never_moves_back_to_an_older_version(
     transfer_example(control_plane, namespace)
 
     async def scenario() -> list[bool]:
-        kurable = await AsyncClient.from_kubeconfig(
-            str(control_plane.kubeconfig), etcd=EtcdConfig(control_plane.etcd_endpoint, PREFIX)
-        )
-        async with kurable:
+        async with kube_api(control_plane) as api:
             newer = Snapshot({"balance": 50}, 5, {"type": "Withdrawn", "at": "t5", "version": 5})
             older = Snapshot({"balance": 60}, 3, {"type": "Withdrawn", "at": "t3", "version": 3})
             return [
-                await project_entity_status(kurable.api, namespace, "bob", newer),
-                await project_entity_status(kurable.api, namespace, "bob", older),
+                await commands.project_entity_status(api, namespace, "bob", newer),
+                await commands.project_entity_status(api, namespace, "bob", older),
             ]
 
     assert asyncio.run(scenario()) == [True, False]
@@ -516,6 +524,45 @@ def test_status_never_moves_back_to_an_older_version(
     )  # fmt: skip
     assert stale.returncode != 0 and "Conflict" in stale.stderr + stale.stdout, stale
     assert get(control_plane, namespace, "entity/bob")["status"]["version"] == 5
+
+
+def test_concurrent_status_projections_of_one_entity_coalesce_and_each_waits_for_its_version(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    transfer_example(control_plane, namespace)
+
+    async def scenario() -> tuple[list[int], int]:
+        async with kube_api(control_plane) as api:
+            ref = EntityRef.from_object(await entity_object(api, namespace, "alice"))
+            patches = 0
+            call_api = api.call_api
+
+            async def counted(path: str, method: str, *args: Any, **kwargs: Any) -> Any:
+                nonlocal patches
+                patches += method == "PATCH"
+                return await call_api(path, method, *args, **kwargs)
+
+            api.call_api = counted  # type: ignore[method-assign,assignment]
+            project = commands.status_projector(api)
+
+            async def commit(version: int) -> int:
+                last = {"type": "Deposited", "at": f"t{version}", "version": version}
+                snapshot = Snapshot({"balance": 100 + version}, version, last)
+                await project(ref, commands.CommandResult(version, version, False, snapshot))
+                shown: int = (await entity_object(api, namespace, "alice"))["status"]["version"]
+                return shown
+
+            shown = await asyncio.gather(*(commit(v) for v in range(1, 13)))
+            assert commands._STATUS_ROUNDS[api] == {}  # nothing kept per entity
+            return shown, patches
+
+    shown, patches = asyncio.run(scenario())
+    # Each caller returned once status showed its version or a later one ...
+    assert all(seen >= version for version, seen in zip(range(1, 13), shown, strict=True))
+    # ... and the twelve cost two writes: the first version, then the newest for the rest.
+    assert patches == 2
+    status = get(control_plane, namespace, "entity/alice")["status"]
+    assert (status["version"], status["state"]) == (12, {"balance": 112})
 
 
 NOTEBOOK: dict[str, Any] = {
@@ -536,12 +583,12 @@ NOTEBOOK: dict[str, Any] = {
 
 
 def test_a_command_whose_commit_is_over_the_size_limit_is_rejected_and_applies_nothing(
-    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, door: Door
 ) -> None:
     apply(control_plane, namespace, NOTEBOOK)
     apply(control_plane, namespace, entity("pad", {}, type_="notebook"))
     pad = ready(control_plane, namespace, "pad")
-    with client(control_plane) as kurable:
+    with client(door) as kurable:
         assert kurable.send_command(namespace, "pad", "note", {"text": "hi"}) == 2
         with pytest.raises(CommandRejected) as caught:
             # 600 KB fits one value, but the commit writes it three times (the entity's log,
@@ -557,13 +604,13 @@ def test_a_command_whose_commit_is_over_the_size_limit_is_rejected_and_applies_n
 
 
 def test_a_command_id_reused_with_another_input_is_a_conflict_and_applies_nothing(
-    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, door: Door
 ) -> None:
     transfer_example(control_plane, namespace)
 
     def send(command: str, amount: int) -> subprocess.CompletedProcess[str]:
         return cli(
-            control_plane,
+            door,
             "command",
             "entity/alice",
             command,
@@ -586,7 +633,7 @@ def test_a_command_id_reused_with_another_input_is_a_conflict_and_applies_nothin
     assert deposit.returncode == 3 and "'withdraw', not 'deposit'" in deposit.stderr
     alice = get(control_plane, namespace, "entity/alice")
     assert [e["data"] for e in events_of(control_plane, alice)] == [{"amount": 10}]
-    with client(control_plane) as kurable:
+    with client(door) as kurable:
         assert kurable.get_state(namespace, "alice").state == {"balance": 90}
         with pytest.raises(CommandConflict) as caught:
             kurable.send_command(namespace, "alice", "withdraw", {"amount": 50}, "pay-1")
@@ -594,7 +641,7 @@ def test_a_command_id_reused_with_another_input_is_a_conflict_and_applies_nothin
 
 
 def test_commands_to_an_invalid_entity_type_are_refused_saying_why(
-    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, door: Door
 ) -> None:
     transfer_example(control_plane, namespace)
     broken = copy.deepcopy(WALLET)
@@ -610,7 +657,7 @@ def test_commands_to_an_invalid_entity_type_are_refused_saying_why(
     )
     assert "event has no field 'data'" in wallet["status"]["message"]
     refused = cli(
-        control_plane,
+        door,
         "command",
         "entity/alice",
         "withdraw",
@@ -631,5 +678,5 @@ def test_commands_to_an_invalid_entity_type_are_refused_saying_why(
         30,
         "the fixed wallet EntityType to be Valid",
     )
-    with client(control_plane) as kurable:
+    with client(door) as kurable:
         assert kurable.send_command(namespace, "alice", "withdraw", {"amount": 10}) == 90

@@ -7,24 +7,37 @@ from typing import Any
 
 import yaml
 
-from kurable.client import Client
-from kurable.store.journal import EtcdConfig
 from kurable.testing import ControlPlane, OperatorProcess
 from tests.conftest import ROOT
 
-from .conftest import apply, eventually, get
-
-PREFIX = "/kurable/"
+from .conftest import Door, apply, eventually, get
 
 INITIAL_STATES: dict[str, dict[str, Any]] = {"counter": {"value": 0, "limit": 10}}
 """An initial state for each example EntityType that no example Entity uses."""
 
-INPUTS: dict[tuple[str, str], Any] = {
-    ("wallet", "withdraw"): {"amount": 1},
-    ("wallet", "deposit"): {"amount": 1},
-    ("counter", "increment"): {"by": 2},
-}
-"""A valid input for each command of each example EntityType (type, command)."""
+COMMANDS: list[tuple[str, str, Any, str | None]] = [
+    ("wallet", "withdraw", {"amount": 1}, None),
+    ("wallet", "deposit", {"amount": 1}, None),
+    ("counter", "increment", {"by": 2}, None),
+    ("product", "reserve", {"qty": 1}, None),
+    ("product", "restock", {"qty": 1}, None),
+    ("account", "charge", {"amount": 1}, None),
+    ("order", "place", {"sku": "widget", "qty": 1, "total": 5}, "order-1"),
+    ("order", "confirm", {}, "order-1"),
+    ("order", "place", {"sku": "widget", "qty": 2, "total": 10}, "order-2"),
+    ("order", "cancel", {"reason": "changed my mind"}, "order-2"),
+    ("stock", "reserve", {"order": "order-1", "qty": 1, "total": 5}, None),
+    ("stock", "release", {"order": "order-1", "qty": 1}, None),
+    ("payment", "charge", {"order": "order-1", "amount": 5}, None),
+    (
+        "payment",
+        "decline",
+        {"order": "order-2", "amount": 10, "sku": "widget", "qty": 2, "reason": "card expired"},
+        None,
+    ),
+]
+"""A valid input for each command of each example EntityType, in an order whose guards pass:
+(type, command, input, the Entity to send it to, or None for the first of the type)."""
 
 
 def example_manifests() -> list[dict[str, Any]]:
@@ -37,13 +50,13 @@ def example_manifests() -> list[dict[str, Any]]:
 
 
 def test_every_command_of_every_example_entity_type_is_accepted(
-    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, door: Door
 ) -> None:
     manifests = example_manifests()
     types = {m["metadata"]["name"]: m for m in manifests if m["kind"] == "EntityType"}
     assert {"wallet", "counter"} <= types.keys()
     declared = {(t, c) for t, m in types.items() for c in m["spec"]["commands"]}
-    assert declared == INPUTS.keys(), "give each example command a valid input in INPUTS"
+    assert declared == {(t, c) for t, c, _, _ in COMMANDS}, "give each example command a valid input in COMMANDS"
     entities: dict[str, str] = {}
     for m in manifests:
         if m["kind"] == "Entity":
@@ -75,9 +88,10 @@ def test_every_command_of_every_example_entity_type_is_accepted(
             30,
             f"Entity {name} to be Ready",
         )
-    config = EtcdConfig(control_plane.etcd_endpoint, PREFIX)
-    with Client.from_kubeconfig(str(control_plane.kubeconfig), etcd=config) as kurable:
-        for (type_name, command), input in sorted(INPUTS.items()):
-            result = kurable.execute(namespace, entities[type_name], command, input)
-            assert result.events, f"{type_name}.{command} emitted nothing"
+    with door.client() as kurable:
+        for type_name, command, input, entity in COMMANDS:
+            entity = entity or entities[type_name]
+            before = kurable.get_state(namespace, entity).version
+            result = kurable.execute(namespace, entity, command, input)
+            assert result.version > before, f"{type_name}.{command} on {entity} emitted nothing"
             assert not result.duplicate

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from kurable.testing import ControlPlane, OperatorProcess
 
-from .conftest import apply, eventually, get, wait_phase, workflow
+from .conftest import Door, apply, eventually, get, wait_phase, workflow
 from .test_engine import Service
 from .test_entities import cli
 
@@ -60,7 +60,7 @@ def ledger_type(url: str) -> dict[str, Any]:
 
 
 def test_http_handler_decides_commands_exactly_once(
-    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, door: Door
 ) -> None:
     with Ledger() as ledger:
         apply(control_plane, namespace, ledger_type(ledger.url("/ledger")))
@@ -81,13 +81,13 @@ def test_http_handler_decides_commands_exactly_once(
             "the book to be Ready",
         )
         args = ("command", "entity/book", "add", "-n", namespace, "--input", '{"n": 5}')
-        first = cli(control_plane, *args, "--id", "add-5")
-        again = cli(control_plane, *args, "--id", "add-5")
+        first = cli(door, *args, "--id", "add-5")
+        again = cli(door, *args, "--id", "add-5")
         assert first.returncode == 0 and again.returncode == 0, first.stderr + again.stderr
         assert first.stdout.strip() == again.stdout.strip() == '{"total": 5}'
         assert ledger.asked["add-5"] == 1  # the duplicate was answered from the dedup record
 
-        refused = cli(control_plane, "command", "entity/book", "add", "-n", namespace,
+        refused = cli(door, "command", "entity/book", "add", "-n", namespace,
                       "--input", '{"n": -1}', "--id", "neg")  # fmt: skip
         assert refused.returncode == 1
         assert "HandlerError" in refused.stderr and "negative amounts" in refused.stderr

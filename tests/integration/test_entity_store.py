@@ -146,3 +146,98 @@ def test_a_command_that_keeps_losing_the_race_gives_up_without_applying(
         )
 
     run(control_plane, scenario)
+
+
+def test_commands_one_process_sends_at_once_commit_in_arrival_order_and_share_transactions(
+    control_plane: ControlPlane,
+) -> None:
+    async def scenario(etcd: list[Any], prefix: str) -> None:
+        ref = EntityRef("ns", "queued", "uid-q", "wallet", {"balance": 0})
+        results = await asyncio.gather(
+            *(
+                commands.execute_command(
+                    etcd[0], prefix, ref, WALLET, "deposit", {"amount": i + 1}, f"q{i}"
+                )
+                for i in range(16)
+            )
+        )
+        # Queued in arrival order: the i-th sent is the i-th applied, nobody overtakes.
+        assert [r.version for r in results] == list(range(1, 17))
+        assert [r.reply for r in results] == [sum(range(1, i + 2)) for i in range(16)]
+        assert [r.snapshot.version for r in results if r.snapshot] == list(range(1, 17))
+        events = await store.load_events(etcd[0], prefix, ref)
+        assert [e["commandId"] for e in events] == [f"q{i}" for i in range(16)]
+        # Not one transaction each: commands that waited together committed together.
+        rows = await etcd[0].get_prefix(
+            keys.entity_events(prefix, "ns", "queued", "uid-q").encode()
+        )
+        assert len({kv.mod_revision for kv in rows}) < 16
+        assert commands._QUEUES[etcd[0]] == {}  # the idle queue is forgotten
+
+    run(control_plane, scenario)
+
+
+def test_a_sender_cancelled_while_waiting_applies_nothing_and_the_others_apply_once(
+    control_plane: ControlPlane,
+) -> None:
+    async def scenario(etcd: list[Any], prefix: str) -> None:
+        ref = EntityRef("ns", "cancel", "uid-c", "wallet", {"balance": 0})
+        senders = [
+            asyncio.create_task(
+                commands.execute_command(
+                    etcd[0], prefix, ref, WALLET, "deposit", {"amount": 1}, f"w{i}"
+                )
+            )
+            for i in range(8)
+        ]
+        await asyncio.sleep(0)  # every sender has queued its command; none is taken yet
+        senders[5].cancel()
+        results = await asyncio.gather(*senders, return_exceptions=True)
+        assert isinstance(results[5], asyncio.CancelledError)
+        assert sorted(r.version for r in results if isinstance(r, commands.CommandResult)) == [
+            *range(1, 8)
+        ]
+        dedup = keys.entity_command(prefix, "ns", "cancel", "uid-c", "w5").encode()
+        assert await etcd[0].get(dedup) is None
+        again = await commands.execute_command(
+            etcd[0], prefix, ref, WALLET, "deposit", {"amount": 1}, "w5"
+        )
+        assert (again.version, again.duplicate) == (8, False)
+        events = await store.load_events(etcd[0], prefix, ref)
+        assert sorted(e["commandId"] for e in events) == sorted(f"w{i}" for i in range(8))
+
+    run(control_plane, scenario)
+
+
+def test_a_batch_that_spans_a_rejection_records_it_at_its_place_and_applies_the_rest(
+    control_plane: ControlPlane,
+) -> None:
+    async def scenario(etcd: list[Any], prefix: str) -> None:
+        ref = EntityRef("ns", "mixed", "uid-m", "wallet", {"balance": 0})
+        sent = [
+            ("deposit", {"amount": 5}, "m0"),
+            ("withdraw", {"amount": 7}, "m1"),  # more than the 5 deposited before it
+            ("deposit", {"amount": 3}, "m2"),
+            ("withdraw", {"amount": 7}, "m3"),  # 8 by now: accepted
+        ]
+        results = await asyncio.gather(
+            *(
+                commands.execute_command(etcd[0], prefix, ref, WALLET, c, i, cid)
+                for c, i, cid in sent
+            ),
+            return_exceptions=True,
+        )
+        assert isinstance(results[1], CommandRejected)
+        assert [r.version for r in results if isinstance(r, commands.CommandResult)] == [1, 2, 3]
+        snapshot = await store.load_snapshot(etcd[0], prefix, ref)
+        assert snapshot is not None and (snapshot.version, snapshot.state) == (3, {"balance": 1})
+        record = await etcd[0].get(
+            keys.entity_command(prefix, "ns", "mixed", "uid-m", "m1").encode()
+        )
+        assert json.loads(record.value)["version"] == 1  # decided after m0, before m2
+        with pytest.raises(CommandRejected):  # the answer to an id never changes
+            await commands.execute_command(
+                etcd[0], prefix, ref, WALLET, "withdraw", {"amount": 7}, "m1"
+            )
+
+    run(control_plane, scenario)

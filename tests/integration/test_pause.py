@@ -3,7 +3,6 @@ held was taken over, and nothing is journaled twice."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from kurable.testing import ControlPlane, OperatorProcess
 
 from .conftest import Isolated, apply, eventually, get, journal, wait_phase
+from .service import Service
 
 pytestmark = pytest.mark.slow
 
@@ -23,38 +23,44 @@ def test_a_paused_operators_commits_are_refused_after_another_took_over(
     def operator(executor: str) -> OperatorProcess:
         return isolated.operator(executor, "--lease-ttl", "2")
 
-    paused = operator("replica-a").start()
-    other: OperatorProcess | None = None
-    try:
-        apply(control_plane, namespace, {
-            "apiVersion": "kurable.dev/v1alpha1", "kind": "Workflow",
-            "metadata": {"name": "contested"},
-            "spec": {"steps": [
-                {"name": "first", "set": {"a": 1}},
-                {"name": "nap", "sleep": {"duration": "3s"}},
-                {"name": "last", "set": {"b": 2}},
-            ]},
-        })  # fmt: skip
-        wf = eventually(
-            lambda: get(control_plane, namespace, "workflow/contested"),
-            lambda w: (w.get("status") or {}).get("currentStep") == "nap",
-            30,
-            "replica-a to start the sleep",
-        )
-        uid = wf["metadata"]["uid"]
-        paused.pause()
-        # Frozen past its 2 s lease and past the wake-up time: replica-b takes the run
-        # over and finishes it while replica-a still believes it holds the run.
-        other = operator("replica-b").start()
-        done = wait_phase(control_plane, namespace, "contested", ("Succeeded",), timeout=60)
-        paused.resume()
-        time.sleep(3)  # replica-a wakes up, its timer is due: it tries to commit
-        records = journal(control_plane, uid, prefix)
-    finally:
-        paused.resume()
-        paused.stop()
-        if other is not None:
-            other.stop()
+    # The service holds each call until two are in flight: replica-a's call is in
+    # flight (its run acts, so its task holds what it read) when it is paused, and
+    # replica-b's call of the same step frees both.
+    with Service(gather=2) as service:
+        paused = operator("replica-a").start()
+        other: OperatorProcess | None = None
+        try:
+            apply(control_plane, namespace, {
+                "apiVersion": "kurable.dev/v1alpha1", "kind": "Workflow",
+                "metadata": {"name": "contested"},
+                "spec": {"steps": [
+                    {"name": "first", "set": {"a": 1}},
+                    {"name": "nap", "http": {"url": service.url("/nap")}},
+                    {"name": "last", "set": {"b": 2}},
+                ]},
+            })  # fmt: skip
+            eventually(lambda: service.in_flight, lambda n: n == 1, 30, "replica-a's call")
+            uid = get(control_plane, namespace, "workflow/contested")["metadata"]["uid"]
+            paused.pause()
+            # Frozen past its 2 s lease: replica-b takes the run over and finishes it
+            # while replica-a still believes it holds the run.
+            other = operator("replica-b").start()
+            done = wait_phase(control_plane, namespace, "contested", ("Succeeded",), timeout=60)
+            paused.resume()
+            # replica-a wakes up, its call has returned: it tries to commit, is refused
+            # (then stands down). On a loaded machine that may take more than a moment.
+            refused = eventually(
+                lambda: (logs / "replica-a.log").read_text(),
+                lambda text: "lost the run" in text,
+                60,
+                "replica-a's refused commit",
+            )
+            records = journal(control_plane, uid, prefix)
+        finally:
+            paused.resume()
+            paused.stop()
+            if other is not None:
+                other.stop()
 
     assert [r.seq for r in records] == list(range(len(records)))
     steps = Counter((r.type, r.step) for r in records if r.step)
@@ -68,4 +74,4 @@ def test_a_paused_operators_commits_are_refused_after_another_took_over(
     assert done["status"]["phase"] == "Succeeded"
     assert len(records) == 6
     # replica-a did try to commit after waking, and was refused (then stood down).
-    assert "lost the run" in (logs / "replica-a.log").read_text()
+    assert "lost the run" in refused

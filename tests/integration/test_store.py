@@ -67,12 +67,13 @@ def test_a_new_incarnation_of_the_same_executor_takes_over_at_once(
         old = Fence(etcd, prefix, ttl=30, executor="pod-a")
         new = Fence(etcd, prefix, ttl=30, executor="pod-a")
         other = Fence(etcd, prefix, ttl=30, executor="pod-b")
-        for fence in (old, new, other):
-            await fence.start()
         journal = Journal(etcd, prefix)
         try:
+            await old.start()
+            await other.start()
             assert await old.claim("run") is None
             assert await other.claim("run") == old.id  # a different pod must wait
+            await new.start()  # the container restarted: its key names the new incarnation
             assert await new.claim("run") is None  # the restarted container need not
             with pytest.raises(Fenced):
                 await journal.append("run", _record(0), old)
@@ -80,6 +81,112 @@ def test_a_new_incarnation_of_the_same_executor_takes_over_at_once(
         finally:
             for fence in (old, new, other):
                 await fence.stop()
+            await etcd.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_lost_lease_fences_commits_and_its_grant_again_brings_every_hold_back(
+    control_plane: ControlPlane,
+) -> None:
+    prefix = f"/kurable-store-{secrets.token_hex(4)}/"
+
+    async def scenario() -> None:
+        etcd = await connect(EtcdConfig(endpoints=control_plane.etcd_endpoint, prefix=prefix))
+        fence = Fence(etcd, prefix, ttl=30, executor="pod-a")
+        other = Fence(etcd, prefix, ttl=30, executor="pod-b")
+        await fence.start()
+        await other.start()
+        journal = Journal(etcd, prefix)
+        try:
+            runs = [f"run-{n}" for n in range(20)]
+            for run in runs:
+                assert await fence.claim(run) is None
+            owners_before = [(await etcd.get(keys.owner(prefix, r).encode())).value for r in runs]
+
+            # The lease ends behind the fence's back (as when the process was paused
+            # past its TTL): its executor key goes, and with it every commit's right.
+            live = await etcd.get(keys.executor(prefix, "pod-a").encode())
+            await etcd.revoke_lease(live.lease)
+            with pytest.raises(Fenced, match="lease"):
+                await journal.append(runs[0], _record(0), fence)
+            # Meanwhile another executor may take a run over: the holder looks dead.
+            assert await other.claim(runs[-1]) is None
+
+            # The keeper grants a new lease within one renewal interval (30/5 s) and puts
+            # the executor key back: the holds are back without any per-run claim.
+            for _ in range(200):
+                if fence.grants >= 2 and fence.alive.is_set():
+                    break
+                await asyncio.sleep(0.1)
+            assert fence.grants == 2
+            for run in runs[:-1]:
+                assert await fence.holder(run) == fence.id
+                await journal.append(run, _record(0), fence)
+            with pytest.raises(Fenced):  # the run taken over stays taken
+                await journal.append(runs[-1], _record(0), fence)
+            owners_after = [(await etcd.get(keys.owner(prefix, r).encode())).value for r in runs]
+            assert owners_after[:-1] == owners_before[:-1]
+        finally:
+            await fence.stop()
+            await other.stop()
+            await etcd.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_run_handed_over_is_held_by_the_new_owner_at_once(
+    control_plane: ControlPlane,
+) -> None:
+    prefix = f"/kurable-store-{secrets.token_hex(4)}/"
+
+    async def scenario() -> None:
+        etcd = await connect(EtcdConfig(endpoints=control_plane.etcd_endpoint, prefix=prefix))
+        a = Fence(etcd, prefix, ttl=30, executor="pod-a")
+        b = Fence(etcd, prefix, ttl=30, executor="pod-b")
+        await a.start()
+        await b.start()
+        journal = Journal(etcd, prefix)
+        try:
+            assert await a.claim("run") is None
+            await journal.append("run", _record(0), a)
+            await a.release("run", to="pod-b")
+            assert await b.holder("run") == b.id
+            await journal.append("run", _record(1), b)  # no claim needed
+            with pytest.raises(Fenced):
+                await journal.append("run", _record(2), a)
+            await b.release("run", to="pod-gone")  # no such executor: to nobody
+            assert await a.holder("run") is None
+        finally:
+            await a.stop()
+            await b.stop()
+            await etcd.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_previous_versions_owner_key_is_respected_until_its_lease_expires(
+    control_plane: ControlPlane,
+) -> None:
+    prefix = f"/kurable-store-{secrets.token_hex(4)}/"
+
+    async def scenario() -> None:
+        etcd = await connect(EtcdConfig(endpoints=control_plane.etcd_endpoint, prefix=prefix))
+        fence = Fence(etcd, prefix, ttl=30, executor="pod-new")
+        await fence.start()
+        try:
+            # The old layout: executors/<id> and the owner key, both on the old lease.
+            old_id = "pod-old/1234abcd"
+            lease = await etcd.lease(30)
+            await etcd.put(keys.executor(prefix, old_id).encode(), b"alive", lease=lease)
+            await etcd.put(keys.owner(prefix, "run").encode(), old_id.encode(), lease=lease)
+            assert await fence.claim("run") == old_id
+            assert await fence.holder("run") == old_id
+            await lease.revoke()  # the old version stopped (or its lease expired)
+            assert await fence.holder("run") is None
+            assert await fence.claim("run") is None
+        finally:
+            await fence.stop()
             await etcd.close()
 
     asyncio.run(scenario())

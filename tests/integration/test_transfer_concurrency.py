@@ -13,7 +13,7 @@ import pytest
 from kurable.client import CommandRejected, EntityBusy, EntityNotFound
 from kurable.testing import ControlPlane, OperatorProcess
 
-from .conftest import apply
+from .conftest import Door, apply
 from .test_entities import PREFIX, cli, client
 from .transfers import (
     COMPENSATE,
@@ -46,11 +46,11 @@ SEND_ATTEMPTS = 5
 Send = Callable[[str, str, int, str], bool]
 
 
-def send_with_cli(cp: ControlPlane, namespace: str) -> Send:
+def send_with_cli(door: Door, namespace: str) -> Send:
     def send(wallet: str, command: str, amount: int, command_id: str) -> bool:
         for _ in range(SEND_ATTEMPTS):  # a retry reuses the id: it cannot apply twice
             done = cli(
-                cp,
+                door,
                 "command",
                 f"entity/{wallet}",
                 command,
@@ -74,9 +74,9 @@ def send_with_cli(cp: ControlPlane, namespace: str) -> Send:
     return send
 
 
-def send_with_client(cp: ControlPlane, namespace: str) -> Send:
+def send_with_client(door: Door, namespace: str) -> Send:
     def send(wallet: str, command: str, amount: int, command_id: str) -> bool:
-        with client(cp) as kurable:
+        with client(door) as kurable:
             for _ in range(SEND_ATTEMPTS):
                 try:
                     result = kurable.execute(
@@ -108,7 +108,7 @@ def client_transfer(send: Send, transfer: Transfer) -> list[Accepted]:
 
 
 def test_fifty_concurrent_transfers_from_workflows_and_clients_conserve_money_exactly_once(
-    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, door: Door
 ) -> None:
     rng = random.Random(SEED)
     wallets = wallet_names(5)
@@ -116,9 +116,9 @@ def test_fifty_concurrent_transfers_from_workflows_and_clients_conserve_money_ex
     by_run = plan(rng, wallets, WORKFLOW_TRANSFERS, refused=3, missing=2)
     by_client = plan(rng, wallets, CLIENT_TRANSFERS, refused=2, missing=1)
     senders = [
-        send_with_cli(control_plane, namespace)
+        send_with_cli(door, namespace)
         if t.index % CLI_EVERY == 0
-        else send_with_client(control_plane, namespace)
+        else send_with_client(door, namespace)
         for t in by_client
     ]
 

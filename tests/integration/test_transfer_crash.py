@@ -112,9 +112,11 @@ def test_sigkill_while_transfers_run_applies_every_command_once(
     finally:
         current.stop()
 
-    # The kills landed while transfers ran, and later incarnations finished what earlier
-    # ones had started.
-    assert all(in_flight_at_kill), in_flight_at_kill
+    # Kills landed while transfers ran, and later incarnations finished what earlier ones
+    # had started. A kill is aimed at a moment some run is in flight, but on a loaded
+    # machine that run may end in the instant before the signal, so not every kill is
+    # required to land mid-run; one is, and `crossed` proves a step was cut in two.
+    assert any(in_flight_at_kill), in_flight_at_kill
     assert len(executors) > 1, executors
     assert crossed, "no entity step was interrupted by a kill"
     assert any(a.command == "withdraw" for a in accepted), accepted

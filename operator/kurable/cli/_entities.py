@@ -1,18 +1,16 @@
-"""The CLI for entities: `kurable command entity/NAME CMD`, `kurable history entity/NAME`."""
+"""The CLI for entities: `kurable command entity/NAME CMD`, `kurable history entity/NAME`,
+both through the endpoint."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ._client import connect
 from ._errors import UserError
 from ._table import table
-
-if TYPE_CHECKING:
-    from kurable.client import Client
-
 
 ENTITY_KINDS = ("entity", "entities", "ent")
 CONFLICT_EXIT = 3
@@ -28,20 +26,11 @@ def is_entity_ref(ref: str) -> bool:
 def command(args: argparse.Namespace) -> int:
     """Send a command; print the reply as JSON (exit 0), or on stderr the rejection (exit 1)
     or the conflict of an --id reused for another command or input (exit 3)."""
-    from kurable.client import (
-        CommandConflict,
-        CommandRejected,
-        EntityBusy,
-        EntityNotFound,
-        HandlerUnavailable,
-    )
+    from kurable.client import CommandConflict, CommandRejected, NotFound, Unavailable
 
     name = _entity_name(args.ref)
-    try:
-        payload: Any = json.loads(args.input) if args.input is not None else None
-    except json.JSONDecodeError as e:
-        raise UserError(f"--input is not JSON: {e}") from None
-    with _connect() as client:
+    payload = parse_json(args.input, "--input")
+    with connect(args) as client:
         try:
             reply = client.send_command(args.namespace, name, args.entity_command, payload, args.id)
         except CommandRejected as e:
@@ -50,12 +39,22 @@ def command(args: argparse.Namespace) -> int:
         except CommandConflict as e:
             print(f"conflict: {e.message}", file=sys.stderr)
             return CONFLICT_EXIT
-        except EntityNotFound as e:
+        except NotFound as e:
             raise UserError(f"{e} (nothing was applied)") from None
-        except (EntityBusy, HandlerUnavailable) as e:
+        except Unavailable as e:
             raise UserError(f"{e} ({unapplied_hint(args.id)})") from None
     print(json.dumps(reply))
     return 0
+
+
+def parse_json(text: str | None, flag: str) -> Any:
+    """The JSON of a flag's value (None when not given); UserError when it is not JSON."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{flag} is not JSON: {e}") from None
 
 
 def unapplied_hint(command_id: str | None) -> str:
@@ -68,14 +67,9 @@ def unapplied_hint(command_id: str | None) -> str:
 
 def history(args: argparse.Namespace) -> int:
     """Print an entity's event log."""
-    from kurable.client import EntityNotFound
-
     name = _entity_name(args.ref)
-    with _connect() as client:
-        try:
-            events = client.history(args.namespace, name)
-        except EntityNotFound as e:
-            raise UserError(str(e)) from None
+    with connect(args) as client:
+        events = client.history(args.namespace, name)
     if args.output == "json":
         print(json.dumps(events, indent=2))
         return 0
@@ -95,15 +89,3 @@ def _entity_name(ref: str) -> str:
     if not is_entity_ref(ref):
         raise UserError(f"expected entity/NAME, got {ref!r}")
     return ref.partition("/")[2]
-
-
-def _connect() -> Client:
-    # Imported late: the client pulls in the asyncio Kubernetes and etcd libraries.
-    from kurable.client import Client
-
-    try:
-        return Client.from_kubeconfig()
-    except Exception as e:
-        raise UserError(
-            f"cannot connect (check $KUBECONFIG and $KURABLE_ETCD_ENDPOINTS): {e}"
-        ) from None

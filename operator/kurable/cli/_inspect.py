@@ -1,24 +1,26 @@
-"""Commands that read: `kurable crds`, `kurable history`, `kurable watch`."""
+"""Commands that read: `kurable crds`, `kurable history` (through the endpoint), `kurable watch`."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from kurable.api import crd
-from kurable.api.v1alpha1 import GROUP, VERSION, WORKFLOW
+from kurable.api.v1alpha1 import WORKFLOW
 from kurable.engine.journal import TERMINAL_PHASES, Record
-from kurable.store.journal import EtcdConfig, Journal, connect
+from kurable.engine.messages import counted
 
 from . import _entities
+from ._client import connect
 from ._errors import UserError
+from ._kube import get_object, split_ref
 from ._table import table
+
+WORKFLOW_KINDS = ("workflow", "workflows", "kwf")
 
 
 def crds(args: argparse.Namespace) -> int:
@@ -41,11 +43,13 @@ def crds(args: argparse.Namespace) -> int:
 def history(args: argparse.Namespace) -> int:
     if _entities.is_entity_ref(args.ref):
         return _entities.history(args)
-    workflow = _get_workflow(args.ref, args.namespace)
-    records = asyncio.run(_load_journal(workflow["metadata"]["uid"]))
+    _, name = split_ref(args.ref, WORKFLOW_KINDS)
+    with connect(args) as client:
+        raw = client.run_history(args.namespace, name)
     if args.output == "json":
-        print(json.dumps([r.to_json() for r in records], indent=2))
+        print(json.dumps(raw, indent=2))
         return 0
+    records = [Record.from_json(r) for r in raw]
     rows = [
         (str(r.seq), r.at, r.type, r.step or "", str(r.attempt or ""), _detail(r)) for r in records
     ]
@@ -92,50 +96,11 @@ def _detail(record: Record) -> str:
     data = record.data.to_wire()
     if record.type == "WorkflowStarted":
         steps = data.get("definition", {}).get("steps") or []
-        return f"pinned {len(steps)} steps; input={json.dumps(data.get('input'))}"
+        return f"pinned {counted(len(steps), 'step')}; input={json.dumps(data.get('input'))}"
     data.pop("next", None)
     text = json.dumps(data, separators=(",", ":")) if data else ""
     return text if len(text) < 120 else text[:117] + "..."
 
 
 def _get_workflow(ref: str, namespace: str | None) -> dict[str, Any]:
-    kind, _, name = ref.partition("/")
-    if kind.lower() not in ("workflow", "workflows", "wf") or not name:
-        raise UserError(f"expected workflow/NAME, got {ref!r}")
-    from kubernetes import client, config
-
-    # The client reads $KUBECONFIG when it is imported; read it again now.
-    path = os.environ.get("KUBECONFIG")
-    try:
-        config.load_kube_config(config_file=path)  # type: ignore[no-untyped-call]
-        _, context = config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
-            config_file=path
-        )
-    except config.ConfigException as e:
-        raise UserError(f"no usable kubeconfig: {e}") from None
-    namespace = namespace or context.get("context", {}).get("namespace") or "default"
-    api = client.CustomObjectsApi()
-    try:
-        obj: dict[str, Any] = api.get_namespaced_custom_object(  # type: ignore[assignment]
-            GROUP, VERSION, namespace, WORKFLOW.plural, name
-        )
-    except client.ApiException as e:
-        if e.status == 404:
-            raise UserError(f"workflow {name!r} not found in namespace {namespace!r}") from None
-        raise
-    return obj
-
-
-async def _load_journal(uid: str) -> list[Record]:
-    config = EtcdConfig.from_env()
-    try:
-        etcd = await connect(config, request_timeout=5)
-    except Exception as e:
-        raise UserError(
-            f"cannot reach etcd at {config.endpoints} (set KURABLE_ETCD_ENDPOINTS): {e}"
-        ) from None
-    try:
-        records, _ = await Journal(etcd, config.prefix).load(uid)
-        return records
-    finally:
-        await etcd.close()
+    return get_object(ref, namespace, WORKFLOW, WORKFLOW_KINDS)[2]

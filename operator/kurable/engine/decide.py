@@ -33,6 +33,7 @@ from . import expressions
 from . import records as r
 from .journal import RunState, StepState, now_rfc3339, parse_time
 from .records import FORMAT_VERSION, RecordData, RecordType, typed_payload
+from .tracecontext import parse_traceparent
 
 _TIMESTAMP = re.compile(TIMESTAMP_PATTERN)
 
@@ -100,6 +101,11 @@ class Wait:
     reason: str
 
 
+SUSPENDED = "Suspended"
+"""The reason of a Wait while `spec.suspend` is true, alone or before the reason of the
+step in flight: `Suspended (sleeping until …)`."""
+
+
 @dataclass(frozen=True)
 class Done:
     """The run is finished."""
@@ -139,9 +145,12 @@ def start_record(
     workflow: dict[str, str],
     now: datetime,
     template: dict[str, Any] | None = None,
+    traceparent: str | None = None,
 ) -> Commit:
-    """The first record of a run: pins the resolved definition it will run to the end."""
+    """The first record of a run: pins the resolved definition it will run to the end,
+    and the `traceparent` it was started with (a malformed one is dropped)."""
     steps = definition.steps or []
+    parent = parse_traceparent(traceparent)
     data: dict[str, Any] = {
         "formatVersion": FORMAT_VERSION,
         "definition": definition.to_wire(),
@@ -153,6 +162,8 @@ def start_record(
         data["deadline"] = now_rfc3339(_later(now, definition.timeout))
     if template is not None:
         data["template"] = template
+    if parent is not None:
+        data["traceparent"] = parent.header()
     return Commit("WorkflowStarted", data=r.WorkflowStarted.model_validate(data))
 
 
@@ -248,7 +259,16 @@ def _next(state: RunState, now: datetime, flags: Flags, busy: frozenset[str]) ->
             return _run_failing(
                 "Failed", None, "Timeout", f"the workflow timed out ({state.spec.timeout})"
             )
-        return _forward(state, now, flags, busy)
+        decision = _forward(state, now, flags, busy)
+        if (
+            flags.suspend
+            and isinstance(decision, Wait)
+            and not decision.reason.startswith(SUSPENDED)
+        ):
+            # A step in flight (a sleep, a wait, an attempt) ends as it would; the run
+            # shows Suspended at once, and starts nothing after it.
+            return Wait(decision.until, f"{SUSPENDED} ({decision.reason})")
+        return decision
     return _compensate(state, now, busy)
 
 
@@ -444,7 +464,7 @@ def _forward(state: RunState, now: datetime, flags: Flags, busy: frozenset[str])
         if flags.suspend:
             # Finishing is the step after the last: a suspended run does not finish
             # (nor compute its output) until it is resumed, or its deadline fails it.
-            return _wait(state, None, "Suspended")
+            return _wait(state, None, SUSPENDED)
         return _finish_succeeded(state)
     if state.transitions >= MAX_TRANSITIONS:
         return _run_failing(
@@ -484,7 +504,7 @@ def _advance(
     # A new visit of the step.
     if flags.suspend:
         # Suspended still wakes up for the run's deadline (see next_decision).
-        return _wait(state, None, "Suspended")
+        return _wait(state, None, SUSPENDED)
     context = evaluation_context(state, scope)
     if step.when is not None:
         try:

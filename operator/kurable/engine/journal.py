@@ -116,6 +116,8 @@ class Signal:
     payload: Any
     source: str | None = None
     """The send's route (records.SignalReceived.source); None: an annotation."""
+    key: str | None = None
+    """The SHA-256 of the endpoint's Idempotency-Key it was sent with (format 2)."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,9 @@ class RunState:
 
     spec: WorkflowSpec | None = None
     """The pinned definition (steps, output, retry, timeout) from WorkflowStarted."""
+    format_version: int = 1
+    """The journal's format (records.py), from WorkflowStarted: records appended to it are
+    written in that format."""
     input: Any = None
     workflow: dict[str, Any] = field(default_factory=dict)
     """name, namespace and uid of the run, as expressions see them."""
@@ -132,6 +137,8 @@ class RunState:
     started_at: str | None = None
     deadline: str | None = None
     """When the whole run times out."""
+    traceparent: str | None = None
+    """The `traceparent` the run was started with (its trace continues that one)."""
     position: str | None = None
     """The step to run next (None once past the last step)."""
     positions: dict[str, str | None] = field(default_factory=dict)
@@ -187,15 +194,17 @@ def apply(state: RunState, record: Record) -> RunState:
         return replace(
             state,
             spec=WorkflowSpec.model_validate(data.definition),
+            format_version=data.format_version,
             input=data.input,
             workflow=dict(data.workflow),
             template=data.template,
             started_at=record.at,
             deadline=data.deadline,
             position=data.first,
+            traceparent=data.traceparent,
         )
     if isinstance(data, r.SignalReceived):
-        signal = Signal(record.seq, data.name, data.payload, data.source)
+        signal = Signal(record.seq, data.name, data.payload, data.source, data.idempotency_key)
         return replace(state, signals=(*state.signals, signal))
     if isinstance(data, r.RunFailing):
         return replace(state, failing={"phase": data.phase, "error": data.error.to_wire()})

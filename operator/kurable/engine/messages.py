@@ -26,3 +26,9 @@ def one_line(text: object, limit: int = MESSAGE_LIMIT) -> str:
     if len(flat) <= limit:
         return flat
     return flat[: max(0, limit - len(ELLIPSIS))].rstrip() + ELLIPSIS
+
+
+def counted(count: int, noun: str) -> str:
+    """`count` and `noun`, plural unless the count is 1: `1 step`, `3 steps`, `0 keys`
+    (`noun` is a regular English noun: its plural adds an s)."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

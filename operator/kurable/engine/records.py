@@ -7,6 +7,10 @@ whole journal is written in:
 
 - 1: the format of Kurable's first releases. Journals written before `formatVersion` existed
   carry none; absent means 1.
+- 2: `SignalReceived` may carry `source: "endpoint"` (a signal sent through the endpoint)
+  and `idempotencyKey` (the SHA-256, hex, of the Idempotency-Key it was sent with), and
+  `WorkflowStarted` may carry `traceparent`. Every new run is written as version 2; a
+  journal of version 1 is never given these keys, also when a newer operator resumes it.
 
 Reading is strict (an unknown key is an error, not silently dropped), so that a journal
 written by a newer format is refused clearly instead of being replayed wrongly. Writing
@@ -22,8 +26,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """The journal format this operator writes (and the newest it reads)."""
+ENDPOINT_SIGNALS_VERSION = 2
+"""The first format whose SignalReceived records may name the endpoint as their source."""
 
 RecordType = Literal[
     "WorkflowStarted",
@@ -87,6 +93,9 @@ class WorkflowStarted(Payload):
     """When the whole run times out (RFC 3339), if it has a timeout."""
     template: dict[str, Any] | None = None
     """The WorkflowTemplate it was pinned from: {name, generation, uid}."""
+    traceparent: str | None = None
+    """The W3C `traceparent` of the request that started the run (format 2): the run's
+    trace continues it, before and after any restart."""
 
 
 class SignalReceived(Payload):
@@ -98,8 +107,11 @@ class SignalReceived(Payload):
     name: str
     payload: Any = None
     source: Literal["annotation", "endpoint"] | None = None
-    """The route of the send; absent: an annotation (the only route of format 1). Only
-    absent is written by format 1: a writer of another value bumps the format version."""
+    """The route of the send; absent: an annotation (the only route of format 1). Format 2
+    writes `endpoint` for a signal the endpoint sent (still through the annotation)."""
+    idempotency_key: str | None = Field(default=None, alias="idempotencyKey")
+    """Format 2: the SHA-256 (hex) of the endpoint request's Idempotency-Key, so that a
+    resend can tell whether its first send arrived."""
 
 
 class StepStarted(Payload):

@@ -2,8 +2,8 @@
 
 kopf learns about Workflows only from its watch streams. A stream can go silent
 without closing (a half-dead TCP connection, a frozen proxy): a run then waits
-forever for a signal that has arrived, and a Workflow created meanwhile never gets
-a daemon. So the operator also lists its Workflows every few seconds and decides
+forever for a signal that has arrived, and a Workflow created meanwhile is never
+driven. So the operator also lists its Workflows every few seconds and decides
 here, from that listing, what kopf's watch has delivered and what this process
 drives:
 
@@ -14,7 +14,7 @@ drives:
   delivered, or delivered at another version, for longer than one interval.
 
 A problem must last one whole interval before it counts: a Workflow created a
-moment ago has no daemon yet, and the watch delivers a change a moment after the
+moment ago is not driven yet, and the watch delivers a change a moment after the
 API shows it. Times are monotonic seconds, passed in.
 """
 
@@ -106,8 +106,8 @@ class Review:
     """Unfinished runs nobody in this process drives, for longer than one interval:
     adopt those that no other live executor holds in etcd (see `unheld`)."""
     abandon: list[str]
-    """Runs this process adopted whose object is gone or being deleted: stop them
-    (kopf's delete handler forgets the journal once its watch sees the deletion)."""
+    """Runs this process drives or parks whose object is gone or being deleted: stop
+    them (and forget the journal of those gone: their DELETED event was missed)."""
     missed: list[Missed]
     """Objects the watch has been behind on for longer than one interval."""
     memory: Memory
@@ -126,9 +126,10 @@ def review(
 ) -> Review:
     """Decide from one listing, taken at `listed_at`.
 
-    `driven`: uids that a task of this process drives (a kopf daemon or an adoption),
-    before or after the listing; `adopted`: those driven by an adoption, without a
-    daemon; `deliveries`: what the watch delivered last, per uid.
+    `driven`: uids that this process drives (a task) or parks, before or after the
+    listing; `adopted`: those of them to stop when their object is gone or being
+    deleted (all of them: no finalizer tells this process of a deletion it missed);
+    `deliveries`: what the watch delivered last, per uid.
     """
     present = {item.uid: item for item in listed}
     undriven: dict[str, float] = {}
@@ -165,8 +166,8 @@ def unheld(
 ) -> list[Listed]:
     """The candidates no other live executor holds.
 
-    `holders` maps a uid to the value of its owner key in etcd (None: no owner). The key
-    lives on its holder's lease, so an existing key means a live holder, unless it is
+    `holders` maps a uid to its live holder in etcd (None: no owner key, or its
+    executor's key is gone: `Fence.holder`), so a holder is alive, unless it is
     this executor itself (`fence_id`, e.g. a driver that ended without releasing it)
     or an earlier incarnation of it (same executor name before the `/`), which
     `Fence.claim` takes over at once.

@@ -22,6 +22,13 @@ Writing the same text again while the previous send is still on the object is no
 send (the object does not change); neither is a remove-and-rewrite of the same text in the
 milliseconds between 1 and 2 (nothing on the object tells the two writes apart).
 
+The endpoint sends a signal the same way, writing with the annotation (in the same patch)
+`kurable.dev/signal-endpoint.NAME`, whose value is the SHA-256 of the request's
+Idempotency-Key (empty without one). The operator journals such a send with
+`source: "endpoint"` and that `idempotencyKey` (journal format 2), and removes both
+annotations together; a resend of the request can then tell from the object or the
+journal whether its first send arrived.
+
 Everything here is pure: annotations and journaled signals in, decisions and JSON patch
 operations out.
 """
@@ -33,7 +40,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import sizes
+from . import records, sizes
 from .journal import Signal
 from .messages import one_line
 
@@ -41,8 +48,15 @@ SIGNAL_PREFIX = "kurable.dev/signal."
 """Annotations `kurable.dev/signal.NAME: <JSON>` are signals to the run."""
 CONSUMED_ANNOTATION = "kurable.dev/signals-consumed"
 """Operator-owned: the journal seq of the last signal whose annotation was removed."""
+ENDPOINT_PREFIX = "kurable.dev/signal-endpoint."
+"""`kurable.dev/signal-endpoint.NAME: <sha256 of the Idempotency-Key, or empty>`: the
+endpoint sent the signal NAME beside it."""
 ANNOTATION_SOURCE = "annotation"
 """`SignalReceived.source` of a signal sent as an annotation (absent means the same)."""
+ENDPOINT_SOURCE = "endpoint"
+"""`SignalReceived.source` of a signal sent through the endpoint."""
+ANNOTATION_SOURCES = (None, ANNOTATION_SOURCE, ENDPOINT_SOURCE)
+"""Sources whose sends arrive as annotations (all of them, today)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,10 @@ class Arrival:
     name: str
     text: str
     payload: Any
+    source: str | None = None
+    """ENDPOINT_SOURCE when the endpoint sent it, else None (an annotation)."""
+    idempotency_key: str | None = None
+    """The SHA-256 of the endpoint request's Idempotency-Key, if it had one."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +80,8 @@ class Redelivery:
     key: str
     text: str
     seq: int
+    companion: tuple[str, str] | None = None
+    """The endpoint's annotation beside it (key, text), removed with it."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +91,7 @@ class Unreadable:
     key: str
     text: str
     problem: str
+    companion: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -114,11 +135,13 @@ def intake(
     ones (see the module docstring for the rule). A payload over `max_payload_bytes`
     (bytes of canonical JSON, kurable.engine.sizes) is unreadable: never journaled."""
     through = consumed_through(annotations)
-    unremoved = {
-        (s.name, canonical(s.payload)): s.seq
-        for s in journaled
-        if s.seq > through and (s.source is None or s.source == ANNOTATION_SOURCE)
-    }
+    # Journaled sends whose annotation may still be on the object, by what the annotation
+    # shows: an endpoint send (with its key's hash) or a plain annotation.
+    unremoved: dict[tuple[str, str, str | None], int] = {}
+    for s in journaled:
+        if s.seq > through and s.source in ANNOTATION_SOURCES:
+            via = (s.key or "") if s.source == ENDPOINT_SOURCE else None
+            unremoved[(s.name, canonical(s.payload), via)] = s.seq
     arrivals: list[Arrival] = []
     redeliveries: list[Redelivery] = []
     unreadable: list[Unreadable] = []
@@ -126,24 +149,48 @@ def intake(
         if not key.startswith(SIGNAL_PREFIX):
             continue
         name = key[len(SIGNAL_PREFIX) :]
+        via = annotations.get(ENDPOINT_PREFIX + name)
+        companion = (ENDPOINT_PREFIX + name, via) if via is not None else None
         try:
             payload = json.loads(text) if text.strip() else None
         except json.JSONDecodeError:
-            unreadable.append(Unreadable(key, text, not_json(text)))
+            unreadable.append(Unreadable(key, text, not_json(text), companion))
             continue
         if max_payload_bytes is not None:
             problem = sizes.size_problem(
                 payload, max_payload_bytes, f"the payload of signal {name}"
             )
             if problem is not None:
-                unreadable.append(Unreadable(key, text, problem))
+                unreadable.append(Unreadable(key, text, problem, companion))
                 continue
-        seq = unremoved.get((name, canonical(payload)))
+        text_key = canonical(payload)
+        seq = unremoved.get((name, text_key, via))
+        if seq is None and via is not None:
+            # An endpoint send journaled without its source (a journal of format 1).
+            seq = unremoved.get((name, text_key, None))
         if seq is None:
-            arrivals.append(Arrival(key, name, text, payload))
+            source = ENDPOINT_SOURCE if via is not None else None
+            arrivals.append(Arrival(key, name, text, payload, source, via or None))
         else:
-            redeliveries.append(Redelivery(key, text, seq))
+            redeliveries.append(Redelivery(key, text, seq, companion))
     return Intake(tuple(arrivals), tuple(redeliveries), tuple(unreadable), through)
+
+
+def signal_record(arrival: Arrival, format_version: int) -> records.SignalReceived:
+    """The SignalReceived record of a new send, in the journal's `format_version`: its
+    source and Idempotency-Key hash only from format 2 on (records.py)."""
+    if arrival.source is None or format_version < records.ENDPOINT_SIGNALS_VERSION:
+        return records.SignalReceived(name=arrival.name, payload=arrival.payload)
+    if arrival.idempotency_key is None:
+        return records.SignalReceived(
+            name=arrival.name, payload=arrival.payload, source=ENDPOINT_SOURCE
+        )
+    return records.SignalReceived(
+        name=arrival.name,
+        payload=arrival.payload,
+        source=ENDPOINT_SOURCE,
+        idempotency_key=arrival.idempotency_key,
+    )
 
 
 def not_json(text: str) -> str:
@@ -167,8 +214,15 @@ def consumption_patch(taken: Intake) -> list[dict[str, Any]]:
     Arrivals are not removed: journal them first, then take the intake again (they are
     redeliveries then)."""
     ops: list[dict[str, Any]] = []
-    removed: list[tuple[str, str]] = [(r.key, r.text) for r in taken.redeliveries]
-    removed += [(u.key, u.text) for u in taken.unreadable]
+    removed: list[tuple[str, str]] = []
+    shown: list[tuple[str, str, tuple[str, str] | None]] = [
+        (r.key, r.text, r.companion) for r in taken.redeliveries
+    ]
+    shown += [(u.key, u.text, u.companion) for u in taken.unreadable]
+    for key, text, companion in shown:
+        removed.append((key, text))
+        if companion is not None:
+            removed.append(companion)
     for key, text in removed:
         ops.append({"op": "test", "path": _pointer(key), "value": text})
         ops.append({"op": "remove", "path": _pointer(key)})

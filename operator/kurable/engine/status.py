@@ -16,7 +16,7 @@ from kurable.api.v1alpha1.workflow import (
 )
 
 from .conditions import ConditionStatus, updated_condition
-from .decide import Decision, Wait
+from .decide import SUSPENDED, Decision, Wait, compensation_order
 from .journal import RunState, StepState
 from .messages import one_line
 
@@ -47,7 +47,7 @@ def project(
 ) -> dict[str, Any]:
     """The status of a run in `state`, whose next decision is `decision`: a WorkflowStatus
     as a status patch (camelCase; every field set, null where it does not apply)."""
-    suspended = isinstance(decision, Wait) and decision.reason == "Suspended"
+    suspended = isinstance(decision, Wait) and decision.reason.startswith(SUSPENDED)
     if state.finished:
         phase = state.phase
     elif state.failing is not None:
@@ -101,7 +101,8 @@ def _message(state: RunState, phase: str | None, decision: Decision | None) -> s
     if state.failing is not None and not state.finished:
         cause = state.failing["error"]
         where = f"step {cause['step']}: " if cause.get("step") else ""
-        return f"compensating after: {where}{cause.get('message', '')}"
+        doing = "compensating" if compensation_order(state) else "failing"
+        return f"{doing} after: {where}{cause.get('message', '')}"
     if state.error:
         where = f"step {state.error['step']}: " if state.error.get("step") else ""
         return f"{where}{state.error.get('message', '')}"

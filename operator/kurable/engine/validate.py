@@ -50,9 +50,11 @@ from kurable.api.v1alpha1.workflow import (
 
 from . import expressions, schema
 
-PERFORMED = frozenset({"set", "sleep", "wait", "parallel", "http", "workflow", "entity"})
+PERFORMED = frozenset(
+    {"set", "sleep", "wait", "parallel", "http", "workflow", "entity", "emit", "view"}
+)
 """Step kinds a run performs: the engine's own (set, sleep, wait, parallel) and the
-executor's actions (http, workflow, entity). `view`, `emit` and `job` are declared by the
+executor's actions (http, workflow, entity, emit, view). `job` is declared by the
 API but not performed yet."""
 
 MAX_MESSAGE_PROBLEMS = 50

@@ -3,14 +3,19 @@ watch goes silent, and say so loudly when it does.
 
 A watch stream can go silent without closing (a half-dead TCP connection, a frozen
 proxy). kopf then delivers nothing: a waiting run never sees its signal, and a new
-Workflow never gets a daemon. Every `--resync-interval` seconds the operator lists the
+Workflow is never driven. Every `--resync-interval` seconds the operator lists the
 Workflows of the namespaces it serves and
 
-- hands each run it drives the object as listed, so that a signal or a spec flag the
-  watch did not deliver still reaches the run (`Run.refresh`);
-- adopts each unfinished run that no task of this process drives and no live executor
-  holds in etcd, and drives it as kopf's daemon would (`Drivers.drive`); a daemon that
-  starts later takes the task over;
+- hands each run it drives or parks the object as listed, so that a signal or a spec
+  flag the watch did not deliver still reaches the run (`Drivers.refresh`);
+- adopts each unfinished run that this replica owns (`Shards.owns`), that this process
+  neither drives nor parks and no live executor holds in etcd, and drives it
+  (`Drivers.start`); the watch's later events reach the same task (and when the
+  replicas change, `take_owned` starts the runs this one owns now at once);
+- stops driving a run whose object is gone or being deleted, and forgets the journal
+  of one that is gone (its DELETED event was missed);
+- once, on its first listing, forgets the journals of runs deleted while no operator
+  watched (`sweep`), so a restart needs no finalizer on any run;
 - compares the listing with what the watch delivered: when the watch missed something,
   it logs an ERROR and the liveness probe fails (`/healthz` answers 500), so that
   Kubernetes restarts the container; runs keep moving meanwhile.
@@ -30,7 +35,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from typing import Any
 
 from kurable.api.v1alpha1 import WORKFLOW
@@ -46,8 +51,7 @@ from kurable.engine.resync import (
 )
 
 from .actions import RunRef
-from .drivers import Drivers
-from .runs import Run
+from .drivers import Drivers, object_logger
 from .runtime import Runtime
 
 log = logging.getLogger("kurable.resync")
@@ -59,7 +63,7 @@ class Resync:
     def __init__(
         self,
         runtime: Runtime,
-        drivers: Drivers[Run],
+        drivers: Drivers,
     ) -> None:
         settings = runtime.settings
         self.runtime = runtime
@@ -78,6 +82,8 @@ class Resync:
         self.failures = 0
         self.adoptions = 0
         self.missed_objects = 0
+        self.swept = False
+        """Whether the journals of runs deleted while no operator watched were forgotten."""
         self._task: asyncio.Task[None] | None = None
 
     # -- what the watch delivers (from the `wake` event handler) ------------------------
@@ -124,23 +130,29 @@ class Resync:
         listed_at = time.monotonic()
         driven_before = self.drivers.uids()
         versions = {
-            uid: _version(driver.driven.body)
+            uid: _version(driver.driven.body or {})
             for uid in driven_before
             if (driver := self.drivers.get(uid)) is not None
         }
+        # Journals read before the listing: a run journaled by then was created by
+        # then, so the listing shows it unless it is gone.
+        journaled = None if self.swept or not self.adopt else await self.runtime.journal.uids()
         objects = {obj["metadata"]["uid"]: obj for obj in await self._list()}
         self.resyncs += 1
         for uid, obj in objects.items():
-            driver = self.drivers.get(uid)
-            if driver is not None and uid in versions:
-                driver.driven.refresh(obj, versions[uid])
+            if uid in driven_before:
+                ref = RunRef(obj["metadata"]["name"], obj["metadata"]["namespace"], uid)
+                self.drivers.refresh(obj, ref, versions.get(uid, ""))
         if not self.adopt:
             return
+        if journaled is not None:
+            await self._sweep(journaled, objects)
         listed = [Listed.from_object(obj) for obj in objects.values()]
+        driven = driven_before | self.drivers.uids()
         verdict = review(
             listed,
-            driven=driven_before | self.drivers.uids(),
-            adopted=self.drivers.adopted(),
+            driven=driven,
+            adopted=driven,
             deliveries=self.deliveries,
             memory=self.memory,
             listed_at=listed_at,
@@ -151,8 +163,10 @@ class Resync:
         self._judge_watch(verdict.missed)
         for uid in verdict.abandon:
             await self._abandon(uid, gone=uid not in objects)
-        holders = {c.uid: await self.runtime.fence.holder(c.uid) for c in verdict.adopt}
-        for item in unheld(verdict.adopt, holders, self.runtime.fence.id):
+        # Only the runs this replica owns (the others are another replica's to drive).
+        mine = [c for c in verdict.adopt if self.runtime.shards.owns(c.uid)]
+        holders = {c.uid: await self.runtime.fence.holder(c.uid) for c in mine}
+        for item in unheld(mine, holders, self.runtime.fence.id):
             self._adopt(objects[item.uid], item)
 
     async def _list(self) -> list[dict[str, Any]]:
@@ -176,41 +190,78 @@ class Resync:
 
     # -- adopting -------------------------------------------------------------------------
 
+    async def take_owned(self) -> int:
+        """The replicas sharing the runs changed: list the Workflows once and start each
+        unfinished run this replica owns now and neither drives nor parks (its previous
+        owner handed it over, or is gone), without waiting for a whole interval.
+        Returns how many it started."""
+        started = 0
+        for obj in await self._list():
+            item = Listed.from_object(obj)
+            if item.finished or item.deleting:
+                continue
+            if self.drivers.get(item.uid) is not None or self.drivers.parked(item.uid):
+                continue
+            ref = RunRef(item.name, item.namespace, item.uid)
+            if self.drivers.start(obj, ref, object_logger(ref)) is not None:
+                started += 1
+        return started
+
     def _adopt(self, obj: Mapping[str, Any], item: Listed) -> None:
         ref = RunRef(item.name, item.namespace, item.uid)
-        logger = _ObjectLogger(log, {"ref": str(item)})
-        driver = self.drivers.drive(obj, ref, logger, daemon=False)
-        if driver.daemon:
-            return  # kopf's daemon started meanwhile: it drives the run
+        logger = object_logger(ref)
+        if self.drivers.get(item.uid) is not None or self.drivers.parked(item.uid):
+            return  # the watch delivered it meanwhile
+        if self.drivers.start(obj, ref, logger) is None:
+            return  # not this process's to drive
         self.adoptions += 1
         logger.warning(
-            f"adopted: unfinished (phase {item.phase or 'none'}) and no daemon drives it for "
-            f"{self.interval:.0f}s; driving it from resync until kopf's daemon takes it over"
+            f"adopted: unfinished (phase {item.phase or 'none'}) and not driven for "
+            f"{self.interval:.0f}s (the watch did not deliver it); driving it from resync"
         )
 
     async def _abandon(self, uid: str, gone: bool) -> None:
         driver = self.drivers.get(uid)
-        if driver is None or driver.daemon:
+        parked = self.drivers.parked(uid)
+        ref = driver.driven.ref if driver is not None else parked.ref if parked else None
+        if ref is None:
             return
-        ref = driver.driven.ref
-        await self.drivers.stop(uid)
         if not gone:
-            log.info(
-                "[%s/%s] stopped the adopted run: it is being deleted", ref.namespace, ref.name
-            )
+            await self.drivers.stop(uid)
+            log.info("[%s/%s] stopped the run: it is being deleted", ref.namespace, ref.name)
             return
-        # Deleted without kopf seeing it (so without its finalizer, nor its delete
-        # handler to forget the journal): forget it here, once sure the object is gone.
+        # Deleted without the watch delivering it: forget it here, once sure it is gone.
         current = await self.runtime.get(WORKFLOW, ref.namespace, ref.name)
         if current is None or current["metadata"]["uid"] != uid:
+            await self.drivers.forget(uid)
             deleted = await self.runtime.journal.forget(uid)
             log.info(
-                "[%s/%s] stopped the adopted run: its Workflow is gone; removed the journal "
-                "(%s keys)",
+                "[%s/%s] stopped the run: its Workflow is gone; removed the journal (%s keys)",
                 ref.namespace,
                 ref.name,
                 deleted,
             )
+
+    async def _sweep(self, journaled: set[str], objects: Mapping[str, Any]) -> None:
+        """Forget the journals of runs whose Workflow is gone (deleted while no operator
+        watched), among those of the namespaces this operator serves. Once per process:
+        the watch's DELETED events (and `_abandon`) forget the later ones."""
+        forgotten = 0
+        for uid in journaled - set(objects):
+            workflow = await self.runtime.journal.workflow_of(uid)
+            if workflow is None or not self._serves(workflow.get("namespace", "")):
+                continue  # not started (a claim only), or another operator's namespace
+            current = await self.runtime.get(WORKFLOW, workflow["namespace"], workflow["name"])
+            if current is not None and current["metadata"]["uid"] == uid:
+                continue
+            await self.runtime.journal.forget(uid)
+            forgotten += 1
+        self.swept = True
+        if forgotten:
+            log.info("removed the journals of %s runs deleted while no operator watched", forgotten)
+
+    def _serves(self, namespace: str) -> bool:
+        return not self.namespaces or serves(namespace, self.namespaces)
 
     # -- the watch's health ---------------------------------------------------------------
 
@@ -246,15 +297,6 @@ class Resync:
             "resyncs": self.resyncs,
             "resyncFailures": self.failures,
         }
-
-
-class _ObjectLogger(logging.LoggerAdapter[logging.Logger]):
-    """`[namespace/name] message`, like kopf's per-object loggers."""
-
-    def process(
-        self, msg: Any, kwargs: MutableMapping[str, Any]
-    ) -> tuple[Any, MutableMapping[str, Any]]:
-        return f"[{(self.extra or {}).get('ref')}] {msg}", kwargs
 
 
 def _version(obj: Mapping[str, Any]) -> str:

@@ -1,4 +1,4 @@
-"""The run driver: one task per unfinished run drives it from its journal.
+"""The run driver: a task drives an acting run from its journal.
 
 It is thin: it asks the pure engine what to do next, journals the answer in etcd
 (commit protocol of DESIGN.md), performs actions with outside effects
@@ -6,10 +6,11 @@ It is thin: it asks the pure engine what to do next, journals the answer in etcd
 and API server outages (back off, resume from the journal) and says `Stalled` in
 status when no progress is possible.
 
-A run is driven by one task of this process at most (`run_drivers`), started either
-by kopf's daemon (kurable.handlers.workflow) or by resync (kurable.executor.resync),
-which adopts the runs kopf's watch did not deliver; a daemon that starts later takes
-the adopted task over.
+A run is driven by one task of this process at most (`run_drivers`), started from
+kopf's watch events (kurable.handlers.workflow) or by resync (kurable.executor.resync),
+which adopts the runs kopf's watch did not deliver. A run that waits for a signal, a
+timer or its spec, with no action in flight, returns from its task (`Parked`) and keeps
+its hold; kurable.executor.drivers drives it again when something may unblock it.
 """
 
 from __future__ import annotations
@@ -42,11 +43,15 @@ from kurable.engine.journal import (
     parse_time,
 )
 from kurable.engine.messages import one_line
+from kurable.engine.passive import parks, status_write_delay, wake_fingerprint, wake_time
+from kurable.engine.run_changes import run_change, template_of
 from kurable.engine.status import project
-from kurable.store.journal import Fenced, SlotTaken
+from kurable.engine.tracecontext import TRACEPARENT_ANNOTATION
+from kurable.store.journal import Fenced, RunChange, SlotTaken
 
+from . import metrics, tracing
 from .actions import Outcome, RunRef, child, perform
-from .drivers import Drivers, Logger
+from .drivers import Drivers, Logger, Parked
 from .errors import describe_error
 from .runtime import Runtime
 
@@ -56,18 +61,30 @@ _T = TypeVar("_T")
 SIGNAL_ATTEMPTS = 3
 """Observations of the object per step when consuming signal annotations races writes."""
 
+PARK_AFTER_SECONDS = 1.0
+"""A run that waits at least this long (or for a change outside) returns from its task;
+a shorter wait (a quick retry) sleeps in it, sparing a journal read."""
 
-def run_drivers(runtime: Runtime) -> Drivers[Run]:
-    """The runs this process drives, each by one task at most."""
-    return Drivers(lambda body, ref, logger: Run(runtime, body, ref, logger), kind="run")
 
+def run_drivers(runtime: Runtime) -> Drivers:
+    """The runs this process drives (each by one task at most, while it acts) and parks."""
 
-async def expire(runtime: Runtime, namespace: str, name: str, at: float) -> None:
-    """ttlSecondsAfterFinished: delete a finished run once its time (epoch seconds) is up."""
-    remaining = at - time.time()
-    if remaining > 0:
-        await asyncio.sleep(remaining)
-    await runtime.delete(WORKFLOW, namespace, name)
+    async def expire(ref: RunRef) -> None:
+        await runtime.delete(WORKFLOW, ref.namespace, ref.name, uid=ref.uid)
+
+    async def hand_over(uid: str) -> None:
+        # A parked run another replica owns now is handed to that one (held at once).
+        await runtime.fence.release(uid, to=runtime.shards.owner(uid))
+
+    drivers = Drivers(
+        lambda body, ref, logger: Run(runtime, body, ref, logger),
+        expire=expire,
+        wake=runtime.wake,
+        release=hand_over if runtime.fence is not None else None,
+        owns=runtime.shards.owns if runtime.shards is not None else lambda uid: True,
+    )
+    metrics.set_in_flight(lambda: drivers.held)
+    return drivers
 
 
 class _Invalid(Exception):
@@ -102,11 +119,12 @@ class Run:
     """One executor's hold on one run."""
 
     def __init__(
-        self, runtime: Runtime, body: Mapping[str, Any], ref: RunRef, logger: Logger
+        self, runtime: Runtime, body: Mapping[str, Any] | None, ref: RunRef, logger: Logger
     ) -> None:
         self.runtime = runtime
-        self.body = body
-        """kopf's live body (updated by its watch), or the object resync listed."""
+        self._body = body
+        """The object as the watch delivered it last, or as resync listed it; None until
+        read (a parked run woken by its timer or a child)."""
         self.fresh: Mapping[str, Any] | None = None
         """A newer copy of the object, listed by resync while the watch was behind."""
         self.fresh_base = ""
@@ -117,7 +135,10 @@ class Run:
         self.state = RunState()
         self.revision = 0
         self.last_status: dict[str, Any] | None = None
-        self.last_patch = 0.0
+        self.last_patch = time.monotonic()
+        """When status was last written, or the run began to be driven here: the first
+        write waits for the coalescing window too, so a fast run writes only its end."""
+        self.patching = False
         self.wakeup = runtime.wakeup(ref.uid)
         self.acting: dict[str, tuple[asyncio.Task[Outcome], decide.Act]] = {}
         """Actions being performed now (several at once in parallel branches)."""
@@ -125,12 +146,30 @@ class Run:
         self.publisher: asyncio.Task[None] | None = None
 
     @property
+    def body(self) -> Mapping[str, Any]:
+        """The object as the watch delivered it last (or as resync listed it)."""
+        return self._body or {}
+
+    @property
+    def finished(self) -> bool:
+        return self.state.finished
+
+    @property
+    def finished_at(self) -> str | None:
+        return self.state.finished_at
+
+    @property
     def object(self) -> Mapping[str, Any]:
-        """The newest copy of the run's object: what resync listed, until the watch
-        delivers a change (then kopf's body is newer)."""
+        """The newest copy of the run's object: what resync listed (or a patch
+        returned), until the watch delivers a change (then its body is newer)."""
         if self.fresh is not None and _version(self.body) == self.fresh_base:
             return self.fresh
         return self.body
+
+    def observe(self, body: Mapping[str, Any]) -> None:
+        """The watch delivered a newer copy of the object."""
+        self._body = body
+        self.wakeup.set()
 
     def refresh(self, listed: Mapping[str, Any], body_version: str) -> None:
         """Resync listed the object; `body_version` is the body's resourceVersion when
@@ -142,17 +181,13 @@ class Run:
         self.fresh, self.fresh_base = listed, body_version
         self.wakeup.set()
 
-    def take_over(self, body: Mapping[str, Any], logger: Logger) -> None:
-        """kopf's daemon took this adopted run over: from now on, its live body."""
-        self.body, self.fresh, self.logger = body, None, logger
-        self.wakeup.set()
-
     def close(self) -> None:
         """Stop listening for wake-ups (the run's task has ended)."""
         self.runtime.unsubscribe(self.ref.uid, self.wakeup)
 
-    async def drive(self) -> None:
-        """Hold the run and drive it to its end. Losing the hold (a lease that expired
+    async def drive(self) -> Parked | None:
+        """Hold the run and drive it to its end (None), or until it waits with nothing
+        in flight (Parked: the hold is kept, the task ends). Losing the hold (a lease that expired
         while this process was paused or cut off from etcd) is not the end: claim it
         again, re-read the journal (another executor may have moved it on) and go on.
         Nor is an error (etcd or the API server restarting, a network cut): back off,
@@ -162,20 +197,26 @@ class Run:
         settings = self.runtime.settings
         backoff = settings.outage_backoff
         failures = 0
+        parked: Parked | None = None
         try:
             while True:
                 progress = len(self.records)
                 try:
+                    if self._body is None:
+                        got = await self.runtime.get(WORKFLOW, self.ref.namespace, self.ref.name)
+                        if got is None or got["metadata"].get("uid") != self.ref.uid:
+                            return None  # deleted meanwhile: its DELETED event forgets it
+                        self._body = got
                     await self._claim()
-                    await self._drive_held()
-                    return
+                    parked = await self._drive_held()
+                    return parked
                 except Fenced as e:
                     self.logger.warning(f"lost the run ({e}); claiming it again")
                     self._abandon_actions()
                 except EngineFault as e:
                     self._abandon_actions()
                     if not await self._end_with_internal_error(e):
-                        return
+                        return None
                 except Exception as e:
                     self._abandon_actions()
                     failures = 1 if len(self.records) != progress else failures + 1
@@ -190,8 +231,11 @@ class Run:
             self._abandon_actions()
             if self.publisher is not None and not self.publisher.done():
                 self.publisher.cancel()
-            with contextlib.suppress(Exception):
-                await self.runtime.fence.release(self.ref.uid)
+            if parked is None:
+                # A run stopped because another replica owns it now is handed to that one.
+                to = None if self.state.finished else self.runtime.shards.owner(self.ref.uid)
+                with contextlib.suppress(Exception):
+                    await self.runtime.fence.release(self.ref.uid, to=to)
 
     async def _end_with_internal_error(self, fault: EngineFault) -> bool:
         """Journal the end of the run after `fault` (once: then drive on, so that its
@@ -209,13 +253,14 @@ class Run:
         await self._commit(ending)
         return True
 
-    async def _drive_held(self) -> None:
+    async def _drive_held(self) -> Parked | None:
         await self._reload()
         if self.records and not self.state.finished:
             # A crash may have come between a record that abandoned a child and its
             # cancellation: cancel again (idempotent).
             await self._cancel_children(required=False)
         while not self.records:
+            self.wakeup.clear()
             try:
                 await self._start()
             except _NotYet as e:
@@ -236,8 +281,11 @@ class Run:
                 await self._stalled("WaitingForTemplate", str(e))
                 await self._sleep(waiting, self.runtime.settings.template_retry_seconds)
         while not self.state.finished:
-            await self._step_once()
+            parked = await self._step_once()
+            if parked is not None:
+                return parked
         await self._publish(decide.Done(), force=True)
+        return None
 
     def _abandon_actions(self) -> None:
         """Stop performing: the journal decides again what to do with their steps."""
@@ -274,19 +322,29 @@ class Run:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _claim(self) -> None:
-        """Hold the run's fencing key; wait while another live executor holds it."""
+        """Hold the run's fencing key; wait while another live executor holds it.
+
+        Waits first for this executor's own lease (granted again after it was lost, e.g.
+        while the process was paused): until then every commit would be refused. Another
+        holder is asked again after 0.5 s, then twice as long each time up to
+        `claim_retry_seconds`: a replica handing a run over releases it within moments."""
+        fence = self.runtime.fence
+        await fence.alive.wait()
         waited = 0.0
-        while (holder := await self.runtime.fence.claim(self.ref.uid)) is not None:
+        delay = min(0.5, self.runtime.settings.claim_retry_seconds)
+        while (holder := await fence.claim(self.ref.uid)) is not None:
             self.logger.info(f"run is held by executor {holder}; waiting")
-            if waited > 2 * self.runtime.fence.ttl:
+            if waited > 2 * fence.ttl:
                 # Longer than a dead executor's lease lasts: someone alive holds it.
                 await self._stalled(
                     "HeldByAnotherExecutor",
                     f"executor {holder} holds this run; it resumes here when that one "
                     "stops or its lease expires",
                 )
-            await asyncio.sleep(self.runtime.settings.claim_retry_seconds)
-            waited += self.runtime.settings.claim_retry_seconds
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(2 * delay, self.runtime.settings.claim_retry_seconds)
+            await fence.alive.wait()
 
     async def _reload(self) -> None:
         self.records, self.revision = await self.runtime.journal.load(self.ref.uid)
@@ -316,12 +374,13 @@ class Run:
             workflow,
             datetime.now(UTC),
             template,
+            traceparent=(self.object.get("metadata", {}).get("annotations") or {}).get(
+                TRACEPARENT_ANNOTATION
+            ),
         )
+        # No Event: status shows the pinned template (and the Running phase, with its
+        # Event, once written); a fast run's only Event is its end.
         await self._commit(start)
-        origin = ""
-        if template is not None:
-            origin = f" from template {template['name']} (generation {template['generation']})"
-        self._event("Normal", "Started", f"pinned {len(definition.steps or [])} steps{origin}")
 
     async def _invalid(self, message: str) -> None:
         """End the run before it starts: `message` says what to fix."""
@@ -402,7 +461,10 @@ class Run:
 
     # -- running ------------------------------------------------------------------------
 
-    async def _step_once(self) -> None:
+    async def _step_once(self) -> Parked | None:
+        """Take one decision; Parked when the run waits with nothing in flight."""
+        # Cleared before the object is read: a change from now on wakes the wait below.
+        self.wakeup.clear()
         await self._harvest()
         await self._ingest_signals()
         spec = self.object.get("spec", {})
@@ -422,12 +484,22 @@ class Run:
             # (the other branches of a parallel step); the outcome is committed by
             # _harvest once the action returns.
             context = pure("evaluating", decide.evaluation_context, self.state, decision.scope)
-            task = asyncio.create_task(perform(self.runtime, self.ref, decision, context))
+            task = asyncio.create_task(
+                perform(self.runtime, self.ref, decision, context),
+                context=tracing.attempt_context(self.ref.uid, self.state, decision),
+            )
             self.acting[decision.step.name] = (task, decision)
             await self._publish(decision)
         elif isinstance(decision, decide.Wait):
             await self._publish(decision, force=not self.acting)
+            until = wake_time(decision.until)
+            waiting = None if until is None else until - time.time()
+            if not self.wakeup.is_set() and parks(waiting, bool(self.acting), PARK_AFTER_SECONDS):
+                # No await from here to the end of the task: a change observed from
+                # now on finds it parked, and drives it again.
+                return Parked(self.ref, until, wake_fingerprint(self.object))
             await self._sleep(decision)
+        return None
 
     async def _harvest(self) -> None:
         """Commit the outcome of every action that has returned."""
@@ -485,10 +557,10 @@ class Run:
                     await self._commit(
                         decide.Commit(
                             "SignalReceived",
-                            data=records.SignalReceived(name=arrival.name, payload=arrival.payload),
+                            data=signals.signal_record(arrival, self.state.format_version),
                         )
                     )
-                    self._event("Normal", "Signal", f"received signal {arrival.name}")
+                    # No Event: the journal shows the signal, and status the step it ends.
                 continue  # journaled: now they are redeliveries, to be removed
             for bad in taken.unreadable:
                 self._event(
@@ -519,8 +591,8 @@ class Run:
         return True
 
     async def _sleep(self, decision: decide.Wait, cap: float | None = None) -> None:
-        """Until the decision's time, a change of the run, or an action returning."""
-        self.wakeup.clear()
+        """Until the decision's time, a change of the run (since the wake-up was last
+        cleared), or an action returning."""
         timeout = cap
         if decision.until is not None:
             until = max(0.0, (decision.until - datetime.now(UTC)).total_seconds())
@@ -545,19 +617,40 @@ class Run:
             data=decision.data,
             executor=self.runtime.fence.id,
         )
+        clock = metrics.Stopwatch()
+        after = pure("reading the journal", apply, self.state, record)
+        labels = (self.object.get("metadata") or {}).get("labels")
+        value = pure("describing the run's change", run_change, after, record, labels)
+        change = None
+        if value is not None:
+            namespace = str(after.workflow.get("namespace") or self.ref.namespace)
+            change = RunChange(namespace, template_of(after), value)
         try:
             self.revision = await self.runtime.journal.append(
-                self.ref.uid, record, self.runtime.fence
+                self.ref.uid, record, self.runtime.fence, change
             )
         except SlotTaken:
             # Someone else committed this slot; the journal is the truth: read it again.
             await self._reload()
             return
+        except Fenced:
+            metrics.fencing_refused()
+            raise
         self.records.append(record)
-        self.state = pure("reading the journal", apply, self.state, record)
+        before = self.state
+        self.state = after
+        self._observe(before, record, clock.seconds)
         self._announce(record)
         if children.may_abandon(record):
             await self._cancel_children(required=False)
+
+    def _observe(self, before: RunState, record: Record, seconds: float) -> None:
+        """Count the committed record and make its spans: never a reason to stop the run."""
+        try:
+            metrics.record_committed(before, record, self.state, seconds)
+            tracing.record_committed(self.ref.uid, before, record, self.state)
+        except Exception:
+            self.logger.exception(f"could not count record {record.seq} ({record.type})")
 
     def _announce(self, record: Record) -> None:
         data = record.data.to_wire()
@@ -572,34 +665,46 @@ class Run:
                 self._event("Warning", "Retrying", f"{text}; next attempt at {data['retryAt']}")
             else:
                 self._event("Warning", "StepFailed", text)
-        elif record.type == "RunFailing":
+        elif record.type == "RunFailing" and decide.compensation_order(self.state):
+            # With nothing to undo, the run finishes at once: its Failed Event says why.
             self._event("Warning", "Failing", decide.failing_message(self.state))
 
     async def _publish(self, decision: decide.Decision, force: bool = False) -> None:
         """Patch status from the journal. While steps commit back to back, patches are
         coalesced in the background, so a step never waits for the API server."""
         self.unpublished = decision
-        if force:
-            if self.publisher is not None:
-                await self.publisher
+        settled = force or isinstance(decision, decide.Done)
+        delay = status_write_delay(
+            time.monotonic() - self.last_patch, self.runtime.settings.coalesce_seconds, settled
+        )
+        if settled:
+            # A write in flight lands first (status must not go back); one still
+            # waiting out the window is not waited for: this write carries it.
+            if self.publisher is not None and not self.publisher.done():
+                if self.patching:
+                    await asyncio.wait({self.publisher})
+                else:
+                    self.publisher.cancel()
             try:
                 await self._patch_latest()
             except EngineFault:
                 raise  # a bug, not an unreachable API server: the run ends
             except Exception as e:
                 if isinstance(decision, decide.Done):
-                    raise  # the daemon ends after this: the final status must land
+                    raise  # the task ends after this: the final status must land
                 self.logger.warning(f"could not patch status: {e}")
         elif self.publisher is None or self.publisher.done():
-            self.publisher = asyncio.create_task(self._publish_later())
+            self.publisher = asyncio.create_task(self._publish_later(delay))
 
-    async def _publish_later(self) -> None:
-        coalesce = self.runtime.settings.coalesce_seconds
-        await asyncio.sleep(max(0.0, coalesce - (time.monotonic() - self.last_patch)))
+    async def _publish_later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self.patching = True
         try:
             await self._patch_latest()
         except Exception as e:  # status is a projection: the next publish repairs it
             self.logger.warning(f"could not patch status: {e}")
+        finally:
+            self.patching = False
 
     async def _patch_latest(self) -> None:
         if self.unpublished is None:
@@ -616,6 +721,8 @@ class Run:
             now=now_rfc3339(),
             journal_revision=self.revision,
         )
+        # Which replica drives the run (`kubectl get -o wide` shows the spread).
+        status["executor"] = self.runtime.fence.executor
         if self.last_status is not None and _same(status, self.last_status):
             return
         await self.runtime.patch_status(WORKFLOW, self.ref.namespace, self.ref.name, status)

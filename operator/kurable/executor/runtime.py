@@ -19,8 +19,14 @@ from kurable.api.v1alpha1 import GROUP, VERSION, ResourceKind
 from kurable.store.journal import Fence, Journal, connect
 
 from .settings import OperatorSettings
+from .shards import Shards
+from .views import Views
 
 log = logging.getLogger(__name__)
+
+REPORTING_COMPONENT = "kurable-operator"
+"""The component that Kurable's Events report (`kubectl describe`'s `From`); the
+instance is the operator's pod (OperatorSettings.reporting_instance)."""
 
 LIST_CHUNK = 500
 """Objects per page when listing (a large namespace is listed in several requests)."""
@@ -40,6 +46,8 @@ class Runtime:
     journal: Journal
     api: k8s.ApiClient
     http: aiohttp.ClientSession
+    shards: Shards
+    """The replicas sharing the runs: `shards.owns(uid)` says whether this one drives it."""
     wakeups: dict[str, set[asyncio.Event]] = field(default_factory=dict)
     background: set[asyncio.Task[None]] = field(default_factory=set)
     """Fire-and-forget requests (Events posted outside kopf's handlers)."""
@@ -47,6 +55,8 @@ class Runtime:
     """What the runtime was opened with; the loops read their timings from it."""
     event_queue: EventQueue | None = None
     """Set by the framework binding (kurable.handlers); None: post every Event directly."""
+    views: Views | None = None
+    """The Views this process materializes for `view` steps (under `settings.state_dir`)."""
 
     @classmethod
     async def open(
@@ -55,23 +65,37 @@ class Runtime:
         """Connect to etcd (and take this executor's lease) and to the API server."""
         config = settings.etcd
         etcd = await connect(config)
-        fence = Fence(etcd, config.prefix, ttl=settings.lease_ttl, executor=settings.executor_id)
+        fence = Fence(
+            etcd,
+            config.prefix,
+            ttl=settings.lease_ttl,
+            executor=settings.executor_id,
+            config=config,
+        )
         await fence.start()
+        # With kopf's peering one replica is active: it drives every run.
+        shards = Shards(etcd, config.prefix, fence.executor, enabled=settings.peering is None)
+        await shards.start()
         api = await _kubernetes_client(settings.api_timeout)
-        log.info("executor %s on etcd %s prefix %s", fence.id, config.endpoints, config.prefix)
+        log.info("executor %s on etcd %s prefix %s", fence.id, config.describe(), config.prefix)
         return cls(
             etcd=etcd,
             fence=fence,
             journal=Journal(etcd, config.prefix),
             api=api,
             http=aiohttp.ClientSession(),
+            shards=shards,
             settings=settings,
             event_queue=event_queue,
+            views=Views(etcd, config.prefix, settings.state_dir),
         )
 
     async def close(self) -> None:
         for task in list(self.background):
             task.cancel()
+        if self.views is not None:
+            await self.views.close()
+        await self.shards.stop()
         await self.fence.stop()
         await self.http.close()
         await self.api.close()
@@ -113,13 +137,21 @@ class Runtime:
             raise
         return obj
 
-    async def delete(self, kind: ResourceKind, namespace: str, name: str) -> None:
-        """Delete one object of ours (gone already is fine)."""
+    async def delete(
+        self, kind: ResourceKind, namespace: str, name: str, uid: str | None = None
+    ) -> None:
+        """Delete one object of ours (gone already is fine); with `uid`, only that
+        object (one recreated under the same name meanwhile is kept)."""
+        options: Any = {}
+        if uid is not None:
+            options = {"preconditions": {"uid": uid}}
         try:
             await k8s.CustomObjectsApi(self.api).delete_namespaced_custom_object(
-                GROUP, VERSION, namespace, kind.plural, name
+                GROUP, VERSION, namespace, kind.plural, name, body=options
             )
         except k8s.ApiException as e:
+            if e.status == 409 and uid is not None:
+                return  # another object by that name now
             if e.status != 404:
                 raise
 
@@ -218,9 +250,9 @@ class Runtime:
             "type": type_,
             "reason": reason,
             "message": message[:1024],
-            "reportingComponent": "kurable",
-            "reportingInstance": self.fence.executor,
-            "source": {"component": "kurable"},
+            "reportingComponent": REPORTING_COMPONENT,
+            "reportingInstance": self.settings.reporting_instance,
+            "source": {"component": REPORTING_COMPONENT},
             "involvedObject": {
                 "apiVersion": obj.get("apiVersion"),
                 "kind": obj.get("kind"),

@@ -7,7 +7,10 @@ is a field here, with its unit, its default and why it has that default.
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from kurable.engine.sizes import DEFAULT_MAX_VALUE_BYTES
 from kurable.store.journal import EtcdConfig
@@ -36,16 +39,21 @@ class OperatorSettings:
     """kopf's namespace patterns (globs) this operator serves (`--namespace`, repeatable).
     Default: empty, cluster-wide."""
     peering: str | None = None
-    """kopf's peering name (`--peering`): one replica is active, the others stand by.
-    Default: None, standalone. With peering, resync only refreshes the runs this process
-    drives (kopf does not tell a replica whether it is the active one)."""
+    """kopf's peering name (`--peering`): one replica is active and drives every run, the
+    others stand by. Default: None, kopf standalone, and the operators sharing the etcd
+    prefix share the runs, all active (kurable.executor.shards). With peering, resync
+    only refreshes the runs this process drives (kopf does not tell a replica whether it
+    is the active one)."""
 
     # -- how long ---------------------------------------------------------------------
 
     lease_ttl: int = 10
     """Seconds the executor's etcd lease outlives a silent operator (`--lease-ttl`).
-    Default 10: another executor takes a dead one's runs over within that, and a
-    healthy one renews well within it."""
+    Default 10: another executor takes a dead one's runs over within that. The lease is
+    renewed every ttl/5 (2 s) by a thread with its own gRPC channel, never behind the
+    event loop's tasks: only a frozen process (SIGSTOP, a stalled node) or etcd out of
+    reach for four renewals in a row loses it, and then every hold comes back with the
+    next grant."""
     api_timeout: float = 30.0
     """Seconds a request to the API server may take to connect, and then between two
     reads of its answer (`--api-timeout`, `$KURABLE_API_TIMEOUT`). Default 30: a request
@@ -57,8 +65,11 @@ class OperatorSettings:
     lost moves again within half a minute, for one list request per interval."""
     coalesce_seconds: float = 0.5
     """While steps commit back to back, a run's status is patched at most this often
-    (seconds). Default 0.5: status stays current for people while a fast chain of steps
-    costs the API server two patches a second, not one per step."""
+    (seconds), its first patch too (counted from when this process began driving it). A
+    run that finishes, or waits for a signal or a timer, patches at once (kurable.engine
+    .passive.status_write_delay). Default 0.5: status stays current for people while a
+    fast chain of steps costs the API server two patches a second, not one per step, and
+    a run faster than that writes one status: its end."""
     claim_retry_seconds: float = 5.0
     """Seconds between two attempts to claim a run another live executor holds. Default
     5: a fraction of the lease, so a run moves soon after its holder's lease expires."""
@@ -85,6 +96,16 @@ class OperatorSettings:
     room for the record around it; journal records over 256 KiB are stored in chunks, so
     a larger limit needs no etcd change for runs (entity commands commit in one request:
     raise etcd's `--max-request-bytes` too)."""
+    state_dir: Path | None = None
+    """Where this process keeps its copies of the Views that `view` steps query, one SQLite
+    file per View (`--state-dir`, `$KURABLE_STATE_DIR`; default: a new temporary directory,
+    so the copies are rebuilt from etcd at each start)."""
+
+    @property
+    def reporting_instance(self) -> str:
+        """The instance Kurable's Events report: `executor_id` (the chart sets it to the
+        pod's name), else the host name (a pod's name too)."""
+        return self.executor_id or socket.gethostname()
 
     def __post_init__(self) -> None:
         if self.max_value_bytes < 1024:
@@ -101,3 +122,10 @@ class OperatorSettings:
             raise ValueError(
                 f"resync_interval must be 0 (off) or positive (seconds), got {self.resync_interval}"
             )
+
+
+def default_state_dir() -> Path | None:
+    """`$KURABLE_STATE_DIR`, else None: a new temporary directory when Views start (two
+    processes on one machine must not share one: each keeps its own copies of the Views)."""
+    found = os.environ.get("KURABLE_STATE_DIR")
+    return Path(found) if found else None

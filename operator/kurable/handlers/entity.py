@@ -20,6 +20,7 @@ from kurable.engine import entities as engine
 from kurable.engine.conditions import updated_condition
 from kurable.engine.entities import CommandRejected
 from kurable.engine.journal import now_rfc3339
+from kurable.engine.messages import counted
 from kurable.engine.validate import model_problems
 from kurable.executor.commands import project_entity_status
 from kurable.executor.runtime import Runtime
@@ -108,7 +109,7 @@ async def forget(body: kopf.Body, memo: OperatorMemo, logger: Logger, **_: Any) 
     """Deleting an Entity removes its state, log and dedup records (the finalizer waits)."""
     runtime = memo.executor.runtime
     deleted = await store.forget_entity(runtime.etcd, runtime.prefix, EntityRef.from_object(body))
-    logger.info(f"removed the entity's etcd data ({deleted} keys)")
+    logger.info(f"removed the entity's etcd data ({counted(deleted, 'key')})")
 
 
 async def _entity_invalid(runtime: Runtime, body: kopf.Body, reason: str, message: str) -> None:

@@ -21,6 +21,7 @@ from kurable.api.v1alpha1 import ENTITY, ENTITY_TYPE, GROUP, VERSION, EntityType
 from kurable.engine import entities as engine
 from kurable.engine.conditions import updated_condition
 from kurable.engine.journal import now_rfc3339
+from kurable.engine.messages import counted
 from kurable.engine.validate import model_problems
 from kurable.executor.runtime import Runtime
 from kurable.store import entities as store
@@ -105,7 +106,7 @@ async def validate(
         },
     )
     if status.get("phase") != "Valid":
-        kopf.info(body, reason="Valid", message=f"{len(entity_type.commands)} commands")
+        kopf.info(body, reason="Valid", message=counted(len(entity_type.commands), "command"))
 
 
 @kopf.on.delete(GROUP, VERSION, ENTITY_TYPE.plural)

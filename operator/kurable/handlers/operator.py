@@ -8,15 +8,20 @@ keeps it in the memo (`OperatorMemo.executor`) for every handler.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import kopf
 
+from kurable.engine.messages import one_line
 from kurable.executor.process import Executor
+from kurable.executor.runtime import REPORTING_COMPONENT
 from kurable.executor.settings import OperatorSettings
+from kurable.store.etcd import EtcdAuthError, EtcdConfigError, EtcdTLSError
 
 FINALIZER = "kurable.dev/finalizer"
 
@@ -51,9 +56,10 @@ async def configure(settings: kopf.OperatorSettings, memo: OperatorMemo, **_: An
         memo.settings = OperatorSettings()
     ours = memo.settings
     # Large specs would overflow the last-handled-configuration annotation (256 KiB
-    # for all annotations together); status has room and is declared in the CRDs.
-    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.diff")
-    settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
+    # for all annotations together), and a copy in status doubles the object: keep
+    # digests in status, all the change detection our handlers need.
+    settings.persistence.diffbase_storage = DigestDiffBaseStorage(field="status.kopf.diff")
+    settings.persistence.progress_storage = BoundedProgressStorage(field="status.kopf.progress")
     settings.persistence.finalizer = FINALIZER
     # Watches that hang silently are the most common way operators stop reacting:
     # let the server end each watch regularly, and never wait forever on a socket.
@@ -71,11 +77,18 @@ async def configure(settings: kopf.OperatorSettings, memo: OperatorMemo, **_: An
     settings.networking.connect_timeout = ours.api_timeout
     settings.watching.chunk_size = 2000
     settings.posting.level = logging.INFO
+    settings.posting.reporting_component = REPORTING_COMPONENT
+    settings.posting.reporting_instance = ours.reporting_instance
     settings.execution.max_workers = 4
     logging.getLogger("kopf.objects").addFilter(_quiet_wakeups)
     logging.getLogger("kopf.objects").addFilter(_quiet_expected_waits)
     logging.getLogger("aiohttp.server").addFilter(_quiet_failed_probes)
-    memo.executor = await Executor.start(ours, event_queue=_kopf_event)
+    try:
+        memo.executor = await Executor.start(ours, event_queue=_kopf_event)
+    except (EtcdTLSError, EtcdAuthError, EtcdConfigError) as e:
+        # A refused certificate or password is no outage: retrying cannot help. Stop,
+        # saying what to fix (the pod restarts and shows it in its log).
+        raise kopf.PermanentError(str(e)) from e
 
 
 @kopf.on.cleanup()
@@ -86,11 +99,16 @@ async def close(memo: OperatorMemo, **_: Any) -> None:
 
 @kopf.on.probe(id="resync")
 async def watch_health(memo: OperatorMemo, **_: Any) -> dict[str, Any]:
-    """Fail the liveness probe while the watch looks silent (kopf answers 500)."""
-    resync = memo.executor.resync if "executor" in memo else None
-    if resync is None:
+    """Fail the liveness probe while the watch looks silent (kopf answers 500). The
+    report also counts the runs `driven` by a task now and the `passive` ones (parked:
+    waiting with no task), with their `timers`, and finished runs awaiting `expiries`."""
+    if "executor" not in memo:
         return {}
-    report = resync.report()
+    executor = memo.executor
+    resync = executor.resync
+    if resync is None:
+        return executor.runs.report()
+    report = {**resync.report(), **executor.runs.report()}
     if report["watch"] == "silent":
         missed = next(iter(resync.missed.values()), None)
         raise kopf.PermanentError(
@@ -115,6 +133,65 @@ def _kopf_event(obj: Mapping[str, Any], type_: str, reason: str, message: str) -
     return True
 
 
+class DigestDiffBaseStorage(kopf.StatusDiffBaseStorage):
+    """kopf's diff base as digests: `{"spec": "sha256:…", "metadata": {"labels": "sha256:…",
+    "annotations": "sha256:…"}}`, about 250 bytes in `status.kopf.diff` whatever the
+    object's size.
+
+    kopf compares the stored essence with the current one to find changes, and hands the
+    difference to change handlers as `old`, `new` and `diff`. Kurable's handlers only
+    need to know *that* the spec changed (`@kopf.on.update(..., field="spec")`, which
+    matches a changed `spec` digest); none reads `old`, `new` or `diff`. A diff base of
+    the older, whole-spec form is read as its digests, so an upgrade triggers no update
+    handler."""
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        essence: kopf.BodyEssence = _digested(super().build(body=body, extra_fields=extra_fields))
+        return essence
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        essence: kopf.BodyEssence | None = super().fetch(body=body)
+        return None if essence is None else _digested(essence)
+
+
+class BoundedProgressStorage(kopf.StatusProgressStorage):
+    """kopf's per-handler progress in `status.kopf.progress` (while a handler retries),
+    with its `message` (the last error's text) cut to `MESSAGE_LIMIT` characters, so that
+    the bookkeeping stays small whatever an error quotes. The whole message is in the
+    operator's log and in the handler's own status condition."""
+
+    MESSAGE_LIMIT = 200
+
+    def store(
+        self, *, key: Any, record: kopf.ProgressRecord, body: kopf.Body, patch: kopf.Patch
+    ) -> None:
+        message = record.get("message")
+        if message is not None and len(message) > self.MESSAGE_LIMIT:
+            record = {**record, "message": one_line(message, self.MESSAGE_LIMIT)}
+        super().store(key=key, record=record, body=body, patch=patch)
+
+
+def _digested(essence: Mapping[str, Any]) -> Any:
+    """`essence` with each of its values (metadata: each of its fields) replaced by the
+    SHA-256 of its canonical JSON; a value that already is a digest is kept."""
+
+    def digest(value: Any) -> str:
+        if isinstance(value, str) and value.startswith("sha256:"):
+            return value
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+    digested: dict[str, Any] = {}
+    for key, value in essence.items():
+        if key == "metadata" and isinstance(value, Mapping):
+            digested[key] = {field: digest(part) for field, part in value.items()}
+        else:
+            digested[key] = digest(value)
+    return digested
+
+
 class _Backoffs:
     """Endless retry delays (seconds), fresh for every request: 1, 1, 2, 3, 5, then 10."""
 
@@ -124,8 +201,13 @@ class _Backoffs:
 
 
 def _quiet_wakeups(record: logging.LogRecord) -> bool:
-    """Drop kopf's per-event success line of the `wake` handler (one per watch event)."""
-    return "Handler 'wake' succeeded" not in record.getMessage()
+    """Drop kopf's per-event success lines of the `observe` and `wake_schedule` handlers
+    (one per watch event)."""
+    message = record.getMessage()
+    return (
+        "Handler 'observe' succeeded" not in message
+        and "Handler 'wake_schedule' succeeded" not in message
+    )
 
 
 def _quiet_expected_waits(record: logging.LogRecord) -> bool:

@@ -1,31 +1,54 @@
 """The workflow journal in etcd, with the fencing that makes a stale executor harmless.
 
-Commit protocol (DESIGN.md): the executor holds the run's `owner` key, attached to
-its etcd lease; a record is appended by one transaction that succeeds only if the
-record's slot is still empty *and* the owner key still names this executor. A paused
-or partitioned executor whose lease expired finds its commits refused.
+Commit protocol (DESIGN.md): the executor holds the run's `owner` key, which names it,
+and keeps its own `executors/<slot>` key alive on its etcd lease; a record is appended
+by one transaction that succeeds only if the record's slot is still empty, the owner
+key still names this executor *and* its executor key is still its own (the lease is
+live). A paused or partitioned executor whose lease expired finds its commits refused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
 import os
 import socket
+import threading
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aetcd
+from aetcd import rpc
 
 from kurable.engine.journal import Record
+from kurable.engine.records import WorkflowStarted
+from kurable.engine.run_changes import INLINE_TEMPLATE
 from kurable.engine.sizes import CHUNK_BYTES, canonical_json, chunks
 
 from . import keys
+from .etcd import EtcdAuthError, EtcdClient, EtcdTLSError, SyncChannel
+from .etcd import EtcdConfig as EtcdConfig  # re-exported: where callers have found them
+from .etcd import connect as connect
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunChange:
+    """A phase change of a run, committed with its journal record (kurable.store.keys:
+    `runs/<namespace>/<template>/changes/<uid>/<seq>`)."""
+
+    namespace: str
+    template: str
+    """The templateRef name, or `-` for an inline definition."""
+    value: dict[str, Any]
+    """kurable.engine.run_changes.run_change's value."""
 
 
 class Fenced(Exception):
@@ -36,43 +59,45 @@ class SlotTaken(Exception):
     """The record's slot was written meanwhile: reload the journal and decide again."""
 
 
-@dataclass(frozen=True)
-class EtcdConfig:
-    """Where the operator's etcd is and which prefix is ours."""
-
-    endpoints: str = "127.0.0.1:2379"
-    """Comma-separated host:port (or http://host:port) list; the first reachable is used."""
-    prefix: str = keys.DEFAULT_PREFIX
-
-    @classmethod
-    def from_env(cls) -> EtcdConfig:
-        """KURABLE_ETCD_ENDPOINTS and KURABLE_ETCD_PREFIX, with the defaults above."""
-        return cls(
-            endpoints=os.environ.get("KURABLE_ETCD_ENDPOINTS", cls.endpoints),
-            prefix=keys.normalize_prefix(os.environ.get("KURABLE_ETCD_PREFIX", cls.prefix)),
-        )
-
-    def first_endpoint(self) -> tuple[str, int]:
-        first = self.endpoints.split(",")[0].strip()
-        first = first.split("://", 1)[-1].rstrip("/")
-        host, _, port = first.rpartition(":")
-        return host or "127.0.0.1", int(port or 2379)
-
-
-async def connect(config: EtcdConfig, request_timeout: float = 10.0) -> aetcd.Client:
-    """An open etcd client (the connection is checked with one request)."""
-    host, port = config.first_endpoint()
-    client = aetcd.Client(host=host, port=port, timeout=request_timeout)
-    await client.connect()
-    await client.status()
-    return client
+RENEWALS_PER_TTL = 5
+"""The lease is renewed every `ttl / RENEWALS_PER_TTL` seconds (2 s of a 10 s lease): four
+renewals in a row may fail (an etcd leader election, a slow disk) before the lease ends."""
 
 
 class Fence:
-    """This executor's claim on runs: an etcd lease renewed while the process is alive."""
+    """This executor's hold on runs, per executor rather than per run.
+
+    Two kinds of keys (kurable.store.keys):
+
+    - `executors/<slot>`: on this executor's etcd lease, value = this incarnation's id
+      (`<slot>/<random>`). While it exists with that value, this executor is alive; it is
+      also the executor's membership for sharding (kurable.executor.shards).
+    - `workflows/<uid>/owner`: a plain key (no lease), value = the id of the executor that
+      holds the run. It is written once when a run is claimed and deleted when released.
+
+    A journal commit compares *both*: the owner key names this incarnation and
+    `executors/<slot>` still holds it. So an expired lease fences every commit at once
+    (as before), while the holds themselves outlive it: when the lease is granted again,
+    one put of `executors/<slot>` makes every run held again, with no per-run churn.
+    Another executor takes a run over only when its holder's executor key is gone or
+    names another incarnation (the holder is dead), in one transaction.
+
+    The lease is granted and renewed by a dedicated thread with its own gRPC channel
+    (`_Keeper`): however busy the operator's event loop is, renewal never queues behind
+    its tasks. `ttl` is in seconds; the lease is renewed every `ttl / RENEWALS_PER_TTL`.
+
+    Owner keys of a previous version (on that version's lease, valued `<slot>/<random>`
+    with its executor key at `executors/<slot>/<random>`) are respected while that key
+    lives and expire with their lease; nothing needs migrating.
+    """
 
     def __init__(
-        self, client: aetcd.Client, prefix: str, ttl: int = 10, executor: str | None = None
+        self,
+        client: aetcd.Client,
+        prefix: str,
+        ttl: int = 10,
+        executor: str | None = None,
+        config: EtcdConfig | None = None,
     ) -> None:
         self.client = client
         self.prefix = prefix
@@ -82,85 +107,259 @@ class Fence:
         # takes the runs over at once instead of waiting for the dead one's lease.
         # Without a name every Fence is its own slot and waits for leases to expire.
         self.executor = executor or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+        if "/" in self.executor:
+            raise ValueError(f"an executor name may not contain '/': {self.executor!r}")
         self.id = f"{self.executor}/{uuid.uuid4().hex[:8]}"
-        self._lease: Any = None
-        self._keepalive: asyncio.Task[None] | None = None
+        self.config = config or _config_of(client, prefix)
+        self.alive = asyncio.Event()
+        """Set while this executor's lease (and so its executor key) is live."""
+        self.grants = 0
+        """How many times the lease was granted (1 at start; more after it was lost)."""
+        self._keeper: _Keeper | None = None
+
+    @property
+    def key(self) -> bytes:
+        """This executor's key: `executors/<slot>`."""
+        return keys.executor(self.prefix, self.executor).encode()
 
     async def start(self) -> None:
-        """Grant the lease, announce the executor, and keep the lease alive."""
-        await self._grant()
-        self._keepalive = asyncio.create_task(self._keep_alive(), name="kurable-fence")
+        """Grant the lease, put the executor key, and keep renewing from a dedicated
+        thread. Raises the keeper's error when the first grant fails."""
+        loop = asyncio.get_running_loop()
+        self._keeper = _Keeper(self, loop)
+        self._keeper.start()
+        await asyncio.wrap_future(self._keeper.first_grant)
 
     async def stop(self) -> None:
-        """Stop renewing and revoke: every claim of this executor ends at once."""
-        if self._keepalive:
-            self._keepalive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keepalive
-        if self._lease is not None:
-            with contextlib.suppress(Exception):
-                await self._lease.revoke()
+        """Stop renewing and revoke: this executor is gone at once (its holds can be taken
+        over, and every commit it would still try is refused)."""
+        if self._keeper is not None:
+            self._keeper.stopping.set()
+            await asyncio.to_thread(self._keeper.join)
+            self._keeper = None
+        self.alive.clear()
 
-    async def _grant(self) -> None:
-        self._lease = await self.client.lease(self.ttl)
-        await self.client.put(
-            keys.executor(self.prefix, self.id).encode(), b"alive", lease=self._lease
-        )
+    def _granted(self) -> None:
+        self.grants += 1
+        self.alive.set()
 
-    async def _keep_alive(self) -> None:
-        while True:
-            await asyncio.sleep(self.ttl / 3)
-            try:
-                reply = await self._lease.refresh()
-                if reply is None or reply.TTL <= 0:
-                    # Expired (e.g. the process was paused): claims are gone; start over.
-                    log.warning("executor lease expired; claims lost, granting a new lease")
-                    await self._grant()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # etcd unreachable: keep trying, the lease may survive
-                log.warning("could not renew executor lease: %s", e)
+    def _lost(self) -> None:
+        self.alive.clear()
 
     async def claim(self, uid: str) -> str | None:
-        """Take the run `uid`; return None when taken, else the holder's id."""
+        """Take the run `uid`; return None when this executor holds it now, else the id of
+        the live executor that holds it."""
         owner = keys.owner(self.prefix, uid).encode()
         tx = self.client.transactions
         ok, _ = await self.client.transaction(
             compare=[tx.create(owner) == 0],
-            success=[tx.put(owner, self.id.encode(), lease=self._lease)],
-            failure=[tx.get(owner)],
+            success=[tx.put(owner, self.id.encode())],
+            failure=[],
         )
         if ok:
             return None
-        current = await self.client.get(owner)
-        holder = current.value.decode() if current else ""
-        if holder == self.id:
-            return None
-        if holder.rpartition("/")[0] == self.executor:
-            # A previous incarnation of this executor: it is gone, take over.
-            ok, _ = await self.client.transaction(
-                compare=[tx.value(owner) == holder.encode()],
-                success=[tx.put(owner, self.id.encode(), lease=self._lease)],
-                failure=[],
-            )
+        for _ in range(3):  # the holder may change under us: look again
+            current = await self.client.get(owner)
+            if current is None:
+                ok, _ = await self.client.transaction(
+                    compare=[tx.create(owner) == 0],
+                    success=[tx.put(owner, self.id.encode())],
+                    failure=[],
+                )
+            else:
+                holder: str = current.value.decode()
+                if holder == self.id:
+                    return None
+                dead = await self._dead_holder(holder)
+                if dead is None:
+                    return holder
+                ok, _ = await self.client.transaction(
+                    compare=[tx.value(owner) == holder.encode(), *dead],
+                    success=[tx.put(owner, self.id.encode())],
+                    failure=[],
+                )
+                if ok:
+                    log.info("took run %s over from executor %s (gone)", uid, holder)
             if ok:
-                log.info("took run %s over from previous incarnation %s", uid, holder)
                 return None
-        return holder or "(released meanwhile)"
+        return "(changing meanwhile)"
+
+    async def _dead_holder(self, holder: str) -> list[Any] | None:
+        """Comparisons that hold while executor `holder` (an id) stays dead; None when it
+        is alive. Alive: its executor key holds that incarnation, or (a previous
+        version's owner) its old-format key `executors/<id>` exists."""
+        tx = self.client.transactions
+        slot = holder.partition("/")[0]
+        key = keys.executor(self.prefix, slot).encode()
+        old = keys.executor(self.prefix, holder).encode()
+        live = await self.client.get(key)
+        if live is not None and live.value.decode() == holder:
+            return None
+        if "/" in holder and await self.client.get(old) is not None:
+            return None
+        dead = [tx.create(old) == 0]
+        if live is None:
+            dead.append(tx.create(key) == 0)
+        else:
+            dead.append(tx.value(key) == live.value)
+        return dead
 
     async def holder(self, uid: str) -> str | None:
-        """Who holds run `uid` now (an executor id), or None. The owner key lives on its
-        holder's lease: while it exists, its holder is alive (or was, a lease TTL ago)."""
+        """The live executor holding run `uid` (its id), or None when nobody alive holds
+        it (no owner key, or its executor's key is gone)."""
         current = await self.client.get(keys.owner(self.prefix, uid).encode())
-        return current.value.decode() if current else None
+        if current is None:
+            return None
+        holder: str = current.value.decode()
+        if holder == self.id:
+            return holder
+        return None if await self._dead_holder(holder) is not None else holder
 
-    async def release(self, uid: str) -> None:
-        """Give the run up (only if this executor still holds it)."""
+    async def release(self, uid: str, to: str | None = None) -> None:
+        """Give the run up (only if this executor still holds it): with `to` (another
+        executor's slot), hand it to that executor's live incarnation, which then holds
+        it at once without claiming (its driver may be running already: a replica coming
+        back from a pause); else, or when `to` is not alive, to nobody."""
         owner = keys.owner(self.prefix, uid).encode()
         tx = self.client.transactions
+        if to is not None and to != self.executor:
+            target = keys.executor(self.prefix, to).encode()
+            live = await self.client.get(target)
+            if live is not None:
+                ok, _ = await self.client.transaction(
+                    compare=[tx.value(owner) == self.id.encode(), tx.value(target) == live.value],
+                    success=[tx.put(owner, live.value)],
+                    failure=[],
+                )
+                if ok:
+                    return
         await self.client.transaction(
             compare=[tx.value(owner) == self.id.encode()], success=[tx.delete(owner)], failure=[]
         )
+
+    def fenced(self, uid: str) -> list[Any]:
+        """The comparisons a commit for run `uid` makes: this executor holds the run and
+        is alive (its executor key holds this incarnation)."""
+        tx = self.client.transactions
+        owner = keys.owner(self.prefix, uid).encode()
+        return [tx.value(owner) == self.id.encode(), tx.value(self.key) == self.id.encode()]
+
+    async def why_fenced(self, uid: str) -> str | None:
+        """Why a commit for `uid` would be refused now; None when it would not."""
+        current = await self.client.get(keys.owner(self.prefix, uid).encode())
+        if current is None or current.value.decode() != self.id:
+            holder = current.value.decode() if current else "nobody"
+            return f"run {uid} is held by {holder}, not by {self.id}"
+        live = await self.client.get(self.key)
+        if live is None or live.value.decode() != self.id:
+            return f"the lease of executor {self.id} expired"
+        return None
+
+
+def _config_of(client: aetcd.Client, prefix: str) -> EtcdConfig:
+    """Where `client` connects, TLS and credentials included (for the keeper's own
+    channel)."""
+    if isinstance(client, EtcdClient):
+        return client.config
+    return EtcdConfig(endpoints=f"{client._host}:{client._port}", prefix=prefix)
+
+
+class _Keeper(threading.Thread):
+    """Grants and renews one Fence's lease on its own thread and its own gRPC channel
+    (synchronous gRPC: its calls wait without the GIL), so that a busy operator loop
+    never delays a renewal. Tells the loop (`Fence.alive`) when the lease is granted
+    and when it is lost; a lost lease is granted again at once and the executor key put
+    again with the same incarnation id, which makes every hold live again."""
+
+    def __init__(self, fence: Fence, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(name=f"kurable-lease {fence.executor}", daemon=True)
+        self.fence = fence
+        self.loop = loop
+        self.stopping = threading.Event()
+        self.first_grant: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self.interval = fence.ttl / RENEWALS_PER_TTL
+        """Seconds between renewals."""
+        self.timeout = max(self.interval, 1.0)
+        """Seconds one request may take."""
+
+    def run(self) -> None:
+        # Its own channel (TLS, auth token), moving to the next etcd endpoint on errors
+        # like the asyncio client (kurable.store.etcd): a lease lives in the cluster, so
+        # any member renews it.
+        etcd = SyncChannel(self.fence.config, timeout=self.timeout)
+        lease_id = 0
+        failures = 0
+        renewed = time.monotonic()
+        try:
+            while not self.stopping.is_set():
+                try:
+                    etcd.open()
+                    if lease_id == 0:
+                        lease_id = self._grant(etcd)
+                        renewed = time.monotonic()
+                        self._tell(self.fence._granted)
+                        if not self.first_grant.done():
+                            self.first_grant.set_result(None)
+                    if self.stopping.wait(self.interval):
+                        break
+                    reply = next(
+                        iter(
+                            etcd.leases.LeaseKeepAlive(
+                                iter([rpc.LeaseKeepAliveRequest(ID=lease_id)]),
+                                timeout=self.timeout,
+                                metadata=etcd.metadata,
+                            )
+                        ),
+                        None,
+                    )
+                    if reply is None or reply.TTL <= 0:
+                        # Expired (the process was paused, or etcd unreachable too long).
+                        log.warning("executor lease expired; granting a new one (holds come back)")
+                        self._tell(self.fence._lost)
+                        lease_id = 0
+                        continue
+                    renewed = time.monotonic()
+                except Exception as e:  # etcd unreachable: keep trying, on the next member
+                    if not self.first_grant.done():
+                        # At start, each endpoint once; a refused certificate or password
+                        # is not an outage: say so at once.
+                        refused = isinstance(e, EtcdTLSError | EtcdAuthError)
+                        failures += 1
+                        if refused or failures >= len(etcd.endpoints):
+                            self.first_grant.set_exception(e)
+                            return
+                        etcd.move(e)
+                        continue
+                    log.warning("could not renew the executor lease: %s", e)
+                    etcd.move(e)
+                    if time.monotonic() - renewed > self.fence.ttl:
+                        self._tell(self.fence._lost)
+                        lease_id = 0
+                    self.stopping.wait(min(self.interval, 1.0))
+        finally:
+            if lease_id and etcd.leases is not None:
+                with contextlib.suppress(Exception):
+                    etcd.leases.LeaseRevoke(
+                        rpc.LeaseRevokeRequest(ID=lease_id),
+                        timeout=self.timeout,
+                        metadata=etcd.metadata,
+                    )
+            etcd.close()
+
+    def _grant(self, etcd: SyncChannel) -> int:
+        granted = etcd.leases.LeaseGrant(
+            rpc.LeaseGrantRequest(TTL=self.fence.ttl), timeout=self.timeout, metadata=etcd.metadata
+        )
+        etcd.kv.Put(
+            rpc.PutRequest(key=self.fence.key, value=self.fence.id.encode(), lease=granted.ID),
+            timeout=self.timeout,
+            metadata=etcd.metadata,
+        )
+        return int(granted.ID)
+
+    def _tell(self, callback: Callable[[], None]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody to tell
+            self.loop.call_soon_threadsafe(callback)
 
 
 CHUNKED = "chunked"
@@ -182,8 +381,9 @@ class Journal:
         self.chunk_bytes = chunk_bytes
         """Records larger than this (bytes of JSON) are stored in chunks of this size."""
 
-    async def load(self, uid: str) -> tuple[list[Record], int]:
-        """All records of a run, in order, and the etcd revision they were read at.
+    async def load(self, uid: str, after: int = -1) -> tuple[list[Record], int]:
+        """All records of a run (those with a seq above `after`), in order, and the etcd
+        revision they were read at.
 
         Read in batches (the keys first, then at most `LOAD_BATCH` records per request),
         so that a long journal never exceeds the client's 4 MiB response limit; a record
@@ -196,7 +396,8 @@ class Journal:
             keys_only=True,
         )
         revision = int(listing.header.revision)
-        slots = [kv.key for kv in listing]
+        first = keys.journal_record(self.prefix, uid, after + 1).encode()
+        slots = [kv.key for kv in listing if after < 0 or kv.key >= first]
         records = []
         for start in range(0, len(slots), LOAD_BATCH):
             batch = slots[start : start + LOAD_BATCH]
@@ -211,29 +412,38 @@ class Journal:
                 records.append(Record.from_json(raw))
         return records, revision
 
-    async def append(self, uid: str, record: Record, fence: Fence) -> int:
+    async def append(
+        self, uid: str, record: Record, fence: Fence, change: RunChange | None = None
+    ) -> int:
         """Commit `record` if its slot is empty and `fence` holds the run; return the revision.
+
+        `change` (the record changes the run's phase: kurable.engine.run_changes) is put in
+        the same transaction at `keys.run_change`, so the per-template stream of run
+        changes holds exactly the committed phase changes.
 
         A record whose JSON exceeds `chunk_bytes` is first written as chunks under
         `keys.journal_chunks` (one etcd request each), then committed as a reference to
         them, so that no request nears etcd's `--max-request-bytes`. Chunks of a commit
         that fails stay behind unreferenced (harmless) until `forget`."""
         slot = keys.journal_record(self.prefix, uid, record.seq).encode()
-        owner = keys.owner(self.prefix, uid).encode()
         tx = self.client.transactions
         payload = canonical_json(record.to_json())  # the bytes the size rule measures
         if len(payload) > self.chunk_bytes:
             payload = await self._write_chunks(uid, record.seq, payload)
+        puts = [tx.put(slot, payload)]
+        if change is not None:
+            key = keys.run_change(self.prefix, change.namespace, change.template, uid, record.seq)
+            puts.append(tx.put(key.encode(), canonical_json(change.value)))
         ok, responses = await self.client.transaction(
-            compare=[tx.create(slot) == 0, tx.value(owner) == fence.id.encode()],
-            success=[tx.put(slot, payload)],
+            compare=[tx.create(slot) == 0, *fence.fenced(uid)],
+            success=puts,
             failure=[],
         )
         if ok:
             return int(responses[0].response_put.header.revision)
-        current = await self.client.get(owner)
-        if current is None or current.value.decode() != fence.id:
-            raise Fenced(f"run {uid} is no longer held by {fence.id}")
+        why = await fence.why_fenced(uid)
+        if why is not None:
+            raise Fenced(why)
         raise SlotTaken(f"journal slot {record.seq} of run {uid} is taken")
 
     async def _write_chunks(self, uid: str, seq: int, payload: bytes) -> bytes:
@@ -267,7 +477,43 @@ class Journal:
             )
         return payload
 
+    async def uids(self) -> set[str]:
+        """The runs that have keys in etcd (a journal, chunks or an owner key): one
+        keys-only read of every run's keys, for the rare sweep of deleted runs."""
+        root = keys.workflow(self.prefix, "")
+        listing = await self.client.get_prefix(root.encode(), keys_only=True)
+        return {kv.key.decode()[len(root) :].partition("/")[0] for kv in listing}
+
+    async def workflow_of(self, uid: str) -> dict[str, str] | None:
+        """name, namespace and uid of run `uid` as its first record pinned them; None
+        when it has no journal (never started)."""
+        records, _ = await self.load(uid)
+        if not records or not isinstance(records[0].data, WorkflowStarted):
+            return None
+        return dict(records[0].data.workflow) or None
+
     async def forget(self, uid: str) -> int:
-        """Delete everything of a run; return how many keys went."""
+        """Delete everything of a run (its part of the per-template stream of run changes
+        included); return how many keys went."""
+        deleted = 0
+        stream = await self._changes_of(uid)
+        if stream is not None:
+            result = await self.client.delete_prefix(stream.encode())
+            deleted += int(getattr(result, "deleted", 0))
         result = await self.client.delete_prefix(keys.workflow(self.prefix, uid).encode())
-        return int(getattr(result, "deleted", 0))
+        return deleted + int(getattr(result, "deleted", 0))
+
+    async def _changes_of(self, uid: str) -> str | None:
+        """The prefix of run `uid`'s changes, from its first record; None without one."""
+        first = await self.client.get(keys.journal_record(self.prefix, uid, 0).encode())
+        if first is None:
+            return None
+        raw = json.loads(first.value)
+        if isinstance(raw, dict) and CHUNKED in raw:
+            raw = json.loads(await self._reassemble(uid, raw[CHUNKED]))
+        data = Record.from_json(raw).data
+        if not isinstance(data, WorkflowStarted):
+            return None
+        namespace = data.workflow.get("namespace") or ""
+        template = (data.template or {}).get("name") or INLINE_TEMPLATE
+        return keys.run_changes(self.prefix, namespace, str(template), uid)

@@ -7,13 +7,39 @@ server's own keys (`/registry/`):
                                                  {"chunked": {seq, token, count, bytes}}
     <prefix>workflows/<uid>/chunks/<seq:010d>/<token>/<n:06d>
                                                  piece n of a large record (raw bytes)
-    <prefix>workflows/<uid>/owner                the executor holding the run (fencing)
-    <prefix>executors/<id>                       a live operator instance (on its lease)
+    <prefix>workflows/<uid>/owner                the id of the executor holding the run
+                                                 (a plain key: it outlives a lost lease)
+    <prefix>workflows/<uid>/signal-keys/<sha256> an Idempotency-Key of a signal the endpoint
+                                                 sent: {signal, digest} (a resend is a no-op)
+    <prefix>executors/<slot>                     a live executor (on its lease): its id,
+                                                 `<slot>/<incarnation>`; the members that
+                                                 share the runs (kurable.executor.shards)
 
     <prefix>entities/<ns>/<name>/<uid>/snapshot              {state, version, lastEvent}
     <prefix>entities/<ns>/<name>/<uid>/events/<version:012d> {type, data, commandId, at, version}
     <prefix>entities/<ns>/<name>/<uid>/commands/<commandId>  the original reply or rejection
     <prefix>types/<ns>/<type>/events/<uid>/<version:012d>    the event + its id and entity, per type
+
+    <prefix>runs/<ns>/<template>/changes/<uid>/<seq:010d>    a run's phase change, per template
+                                                 (`-` for an inline definition): {run, input,
+                                                 output, vars, error, seq, at}
+
+    <prefix>topics/<ns>/<topic>/messages/<sha256(id)>        one message: {id, key, type, source,
+                                                 time, data} (its offset: its mod revision)
+    <prefix>topics/<ns>/<topic>/trimmed                      {offset, count}: the newest offset
+                                                 and how many messages retention deleted
+    <prefix>consumers/<ns>/<uid>/offset                      {offset, startFrom, processed, failed,
+                                                 deadLettered, lastError}: every message up to
+                                                 offset is handled
+    <prefix>consumers/<ns>/<uid>/keys/<sha256(key)>          {offset, ...counts}: a key's progress
+                                                 past the offset (concurrency > 1), folded
+                                                 into the offset when the batch is done
+
+A commit compares both the run's owner key and the committer's executor key
+(kurable.store.journal.Fence): the hold is per executor, so a lease granted again
+after it was lost makes every hold live again with one put. A previous version kept
+owner keys on the executor's lease and its executor keys at `executors/<id>`: such
+keys are respected while they live and expire with their lease.
 
 A journal record whose JSON exceeds 256 KiB (`engine.sizes.CHUNK_BYTES`) is stored in
 chunks of at most that size, each put by its own request before the commit transaction;
@@ -26,6 +52,14 @@ An entity's keys include the Entity object's uid, so that a deleted and recreate
 Entity of the same name starts afresh. The per-type stream is written in the same
 transaction as the entity's own log; its consumers read it in etcd revision order
 (the mod revision of an event is its offset), not in key order.
+
+A topic message's key is the digest of its id, so publishing an id again (a retried
+step, a resent request) finds its slot taken and writes nothing. Consumers keep their
+offset under their Consumer's uid (a recreated Consumer starts afresh).
+
+The per-template stream of run changes is written the same way: in the transaction of
+the journal record that changes the run's phase (kurable.engine.run_changes), read in
+mod-revision order (kurable.store.streams), deleted with the run's journal.
 """
 
 from __future__ import annotations
@@ -64,13 +98,23 @@ def journal_chunk(prefix: str, uid: str, seq: int, token: str, index: int) -> st
 
 
 def owner(prefix: str, uid: str) -> str:
-    """Who executes the run; attached to the executor's lease, so it dies with it."""
+    """Who executes the run: an executor id; held while that executor's key holds it."""
     return f"{workflow(prefix, uid)}owner"
 
 
-def executor(prefix: str, executor_id: str) -> str:
-    """A live executor, kept while its lease is renewed."""
-    return f"{prefix}executors/{executor_id}"
+def signal_key(prefix: str, uid: str, key_digest: str) -> str:
+    """The record of one signal Idempotency-Key (by its SHA-256: keys are caller text)."""
+    return f"{workflow(prefix, uid)}signal-keys/{key_digest}"
+
+
+def executors(prefix: str) -> str:
+    """The prefix of the live executors' keys (the members sharing the runs)."""
+    return f"{prefix}executors/"
+
+
+def executor(prefix: str, slot: str) -> str:
+    """A live executor, kept while its lease is renewed; value: its id."""
+    return f"{executors(prefix)}{slot}"
 
 
 def entity(prefix: str, namespace: str, name: str, uid: str) -> str:
@@ -111,6 +155,65 @@ def type_entity_events(prefix: str, namespace: str, entity_type: str, uid: str) 
 def type_event(prefix: str, namespace: str, entity_type: str, uid: str, version: int) -> str:
     """One event in the per-type stream."""
     return f"{type_entity_events(prefix, namespace, entity_type, uid)}{version:012d}"
+
+
+def template_changes(prefix: str, namespace: str, template: str) -> str:
+    """A topic message's key is the digest of its id, so publishing an id again (a retried
+    step, a resent request) finds its slot taken and writes nothing. Consumers keep their
+    offset under their Consumer's uid (a recreated Consumer starts afresh).
+
+    The per-template stream of run changes (`template` is `-` for inline runs)."""
+    return f"{prefix}runs/{namespace}/{template}/changes/"
+
+
+def run_changes(prefix: str, namespace: str, template: str, uid: str) -> str:
+    """One run's part of its template's stream (deleted with the run's journal)."""
+    return f"{template_changes(prefix, namespace, template)}{uid}/"
+
+
+def run_change(prefix: str, namespace: str, template: str, uid: str, seq: int) -> str:
+    """The change made by journal record `seq` of run `uid`."""
+    return f"{run_changes(prefix, namespace, template, uid)}{seq:010d}"
+
+
+def topic(prefix: str, namespace: str, topic: str) -> str:
+    """Everything of one Topic (delete this prefix to forget it)."""
+    return f"{prefix}topics/{namespace}/{topic}/"
+
+
+def topic_messages(prefix: str, namespace: str, topic_name: str) -> str:
+    """The stream of a Topic's messages (read it in mod-revision order)."""
+    return f"{topic(prefix, namespace, topic_name)}messages/"
+
+
+def topic_message(prefix: str, namespace: str, topic_name: str, id_digest: str) -> str:
+    """One message, by the SHA-256 of its id (ids are caller text)."""
+    return f"{topic_messages(prefix, namespace, topic_name)}{id_digest}"
+
+
+def topic_trimmed(prefix: str, namespace: str, topic_name: str) -> str:
+    """How far retention has trimmed the topic: {offset, count}."""
+    return f"{topic(prefix, namespace, topic_name)}trimmed"
+
+
+def consumer(prefix: str, namespace: str, uid: str) -> str:
+    """Everything of one Consumer (delete this prefix to forget it)."""
+    return f"{prefix}consumers/{namespace}/{uid}/"
+
+
+def consumer_offset(prefix: str, namespace: str, uid: str) -> str:
+    """A Consumer's offset and counts."""
+    return f"{consumer(prefix, namespace, uid)}offset"
+
+
+def consumer_keys(prefix: str, namespace: str, uid: str) -> str:
+    """The prefix of a Consumer's per-key progress records."""
+    return f"{consumer(prefix, namespace, uid)}keys/"
+
+
+def consumer_key(prefix: str, namespace: str, uid: str, key_digest: str) -> str:
+    """One key's progress past the offset, by the SHA-256 of the key."""
+    return f"{consumer_keys(prefix, namespace, uid)}{key_digest}"
 
 
 def range_end(prefix: str) -> str:

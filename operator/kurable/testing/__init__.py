@@ -10,14 +10,19 @@ no kubelet, scheduler or controller manager) and installs CRDs::
         cp.kubectl("apply", "-f", "examples/hello.yaml")
 
 The binaries come from :func:`find_tool` (``make tools`` builds the pinned versions).
-:class:`FreezableProxy` sits between a client and the API server and can freeze the
-connections open at a moment (a watch that goes silent without closing).
+:class:`OperatorProcess` and :class:`EndpointProcess` run `kurable operator` and
+`kurable endpoint` as child processes. :class:`FreezableProxy` sits between a client and
+the API server and can freeze the connections open at a moment (a watch that goes silent
+without closing). :class:`EtcdCluster` starts a secured etcd cluster (TLS, client
+certificates, authentication) for the operator, the way production runs it.
 
 Installing Kurable also registers a pytest plugin with the fixtures ``control_plane``
 (one per test process) and ``namespace`` (a fresh namespace per test).
 """
 
 from kurable.testing._controlplane import ControlPlane, ControlPlaneError, KubectlError
+from kurable.testing._endpoint import EndpointProcess
+from kurable.testing._etcd import EtcdCluster, EtcdClusterError
 from kurable.testing._operator import OperatorProcess
 from kurable.testing._proxy import FreezableProxy
 from kurable.testing._tools import ToolNotFound, find_tool
@@ -25,6 +30,9 @@ from kurable.testing._tools import ToolNotFound, find_tool
 __all__ = [
     "ControlPlane",
     "ControlPlaneError",
+    "EndpointProcess",
+    "EtcdCluster",
+    "EtcdClusterError",
     "FreezableProxy",
     "KubectlError",
     "OperatorProcess",

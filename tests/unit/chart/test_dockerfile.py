@@ -63,3 +63,21 @@ def test_image_runs_the_operator_by_default() -> None:
     final = stages()[-1]
     assert 'ENTRYPOINT ["kurable"]' in final
     assert any(line.startswith("CMD") and '"operator"' in line for line in final)
+
+
+def test_the_image_carries_no_cryptography_only_the_testing_extra_does() -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime = [d.split(">")[0].split("=")[0].strip() for d in project["dependencies"]]
+    assert "cryptography" not in runtime
+    extras = project["optional-dependencies"]
+    assert any(d.startswith("cryptography") for d in extras["testing"])
+    assert "kurable[testing]" in extras["dev"]
+    importers = [
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "operator/kurable").rglob("*.py")
+        if re.search(r"^\s*(from|import) cryptography", path.read_text(), re.M)
+        and "/testing/" not in path.as_posix()
+    ]
+    assert importers == [], "only kurable.testing may import cryptography"

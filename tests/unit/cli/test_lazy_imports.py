@@ -8,7 +8,16 @@ import sys
 
 import pytest
 
-HEAVY = ("kopf", "kubernetes", "kubernetes_asyncio", "aetcd", "pydantic", "cel_expr_python")
+HEAVY = (
+    "kopf",
+    "kubernetes",
+    "kubernetes_asyncio",
+    "aetcd",
+    "pydantic",
+    "cel_expr_python",
+    "fastapi",
+    "uvicorn",
+)
 
 PROBE = """
 import contextlib, io, json, sys
@@ -22,7 +31,9 @@ print(json.dumps({"help": out.getvalue(), "modules": sorted(sys.modules)}))
 """
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["command", "--help"], ["operator", "--help"]])
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["command", "--help"], ["operator", "--help"], ["endpoint", "--help"]]
+)
 def test_help_imports_neither_kopf_nor_the_kubernetes_and_etcd_clients(argv: list[str]) -> None:
     result = subprocess.run(
         [sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, check=True

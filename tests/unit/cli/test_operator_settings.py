@@ -14,10 +14,17 @@ def parse(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], *argv: str) -> O
     for name in (
         "KURABLE_ETCD_ENDPOINTS",
         "KURABLE_ETCD_PREFIX",
+        "KURABLE_ETCD_CACERT",
+        "KURABLE_ETCD_CERT",
+        "KURABLE_ETCD_KEY",
+        "KURABLE_ETCD_USER",
+        "KURABLE_ETCD_PASSWORD",
+        "KURABLE_ETCD_PASSWORD_FILE",
         "KURABLE_EXECUTOR_ID",
         "KURABLE_RESYNC_INTERVAL",
         "KURABLE_API_TIMEOUT",
         "KURABLE_MAX_VALUE_BYTES",
+        "KURABLE_STATE_DIR",
     ):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
@@ -84,3 +91,28 @@ def test_the_value_size_limit_comes_from_the_flag_else_the_environment(
 def test_a_value_size_limit_below_one_kib_is_refused() -> None:
     with pytest.raises(ValueError, match="max_value_bytes must be at least 1024"):
         OperatorSettings(max_value_bytes=10)
+
+
+def test_the_etcd_tls_and_auth_flags_win_over_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: object
+) -> None:
+    from pathlib import Path
+
+    secret = Path(str(tmp_path)) / "password"
+    secret.write_text("flag-secret\n")
+    env = {"KURABLE_ETCD_CACERT": "/env/ca.crt", "KURABLE_ETCD_PASSWORD": "env-secret"}
+    argv = ("--etcd-endpoints", "https://a:2379,https://b:2379", "--etcd-cacert", "/ca.crt")
+    argv += ("--etcd-cert", "/c.crt", "--etcd-key", "/c.key", "--etcd-user", "kurable")
+    got = parse(monkeypatch, env, *argv, "--etcd-password-file", str(secret)).etcd
+    assert (got.cacert, got.cert, got.key) == ("/ca.crt", "/c.crt", "/c.key")
+    assert got.credentials() == ("kurable", "flag-secret")
+    assert len(got.endpoint_list()) == 2
+
+
+def test_etcd_settings_that_cannot_work_stop_the_command_saying_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kurable.cli._errors import UserError
+
+    with pytest.raises(UserError, match="mix http:// and https://"):
+        parse(monkeypatch, {}, "--etcd-endpoints", "http://a:2379,https://b:2379")

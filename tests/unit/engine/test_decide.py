@@ -131,6 +131,14 @@ def test_suspend_pauses_before_the_next_step_and_resumes() -> None:
     assert fold(journal).phase == "Succeeded"
 
 
+def test_a_suspend_during_a_sleep_shows_at_once_and_the_timer_keeps_its_time() -> None:
+    journal, _ = run(start(HELLO), T0)  # sleeping in "nap" until T0 + 5 s
+    _, decision = run(journal, T0 + timedelta(seconds=1), decide.Flags(suspend=True))
+    assert isinstance(decision, decide.Wait)
+    assert decision.until == T0 + timedelta(seconds=5)
+    assert decision.reason.startswith("Suspended (sleeping until ")
+
+
 def test_acting_steps_journal_their_start_then_ask_the_executor_to_act() -> None:
     spec = {"steps": [{"name": "call", "http": {"url": "http://x"}, "timeout": "10s"}]}
     journal, decision = run(start(spec), T0)

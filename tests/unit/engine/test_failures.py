@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from kurable.engine import decide
 from kurable.engine.decide import StepError
 from kurable.engine.journal import Record, fold
+from kurable.engine.status import project
 
 from .test_decide import T0, run, start, to_record
 
@@ -329,3 +330,26 @@ def test_the_failing_message_names_what_is_compensated_or_says_nothing_is() -> N
     plain = {"steps": [http("reserve"), http("ship")]}
     message = decide.failing_message(_failing_state(plain, ship_fails))
     assert message.endswith("; nothing to compensate") and "compensating" not in message
+
+
+def test_a_failing_run_says_compensating_only_when_something_needs_undoing() -> None:
+    def fail_ship(act: decide.Act, n: int) -> tuple[Any, StepError | None]:
+        if act.step.name == "ship":
+            return None, StepError("HttpClientError", "out of stock")
+        return {"done": act.step.name}, None
+
+    def while_failing(steps: list[dict[str, Any]]) -> dict[str, Any]:
+        journal = simulate({"steps": steps}, fail_ship)
+        failing = next(i for i, r in enumerate(journal) if r.type == "RunFailing")
+        return project(
+            fold(journal[: failing + 1]),
+            generation=1,
+            decision=None,
+            previous_conditions=None,
+            now="t",
+        )
+
+    plain = while_failing([http("reserve"), http("ship")])
+    assert plain["message"] == "failing after: step ship: out of stock"
+    saga = while_failing([http("reserve", compensate={"http": {"url": "http://x"}}), http("ship")])
+    assert saga["message"] == "compensating after: step ship: out of stock"

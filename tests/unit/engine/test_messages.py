@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kurable.engine.messages import one_line
+from kurable.engine.messages import counted, one_line
 
 HTML = """<!DOCTYPE HTML>
 <html lang="en">
@@ -40,3 +40,9 @@ def test_every_message_is_one_bounded_line(text: str, limit: int) -> None:
     assert len(line) <= limit
     assert not any(c in line for c in "\n\r\t\v\f\x1c\x1d\x1e\x85\u2028\u2029")
     assert line == line.strip()
+
+
+def test_counted_nouns_are_plural_unless_one() -> None:
+    assert counted(1, "step") == "1 step"
+    assert counted(0, "step") == "0 steps"
+    assert counted(3, "key") == "3 keys"

@@ -43,12 +43,25 @@ def test_a_journal_without_format_version_reads_as_version_1_and_writes_back_unc
     assert record.to_json() == raw
 
 
-def test_a_new_run_journals_the_format_version_it_is_written_in() -> None:
+def test_a_new_run_journals_the_newest_format_version() -> None:
     definition = WorkflowSpec.model_validate({"steps": [{"name": "a", "set": {"x": 1}}]})
     commit = decide.start_record(definition, None, WORKFLOW, T0)
     wire = Record(0, commit.type, "t", data=commit.data).to_json()
-    assert wire["data"]["formatVersion"] == FORMAT_VERSION
+    assert wire["data"]["formatVersion"] == FORMAT_VERSION == 2
+    assert "traceparent" not in wire["data"]
     assert fold([Record.from_json(wire)]).position == "a"
+
+
+def test_a_run_started_with_a_traceparent_journals_it_in_format_2() -> None:
+    definition = WorkflowSpec.model_validate({"steps": [{"name": "a", "set": {"x": 1}}]})
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    commit = decide.start_record(definition, None, WORKFLOW, T0, traceparent=parent)
+    wire = Record(0, commit.type, "t", data=commit.data).to_json()
+    assert wire["data"]["formatVersion"] == FORMAT_VERSION == 2
+    assert wire["data"]["traceparent"] == parent
+    assert fold([Record.from_json(wire)]).traceparent == parent
+    malformed = decide.start_record(definition, None, WORKFLOW, T0, traceparent="00-zz-01")
+    assert "traceparent" not in malformed.data.to_wire()
 
 
 def test_a_journal_in_a_newer_format_is_refused_saying_to_upgrade() -> None:

@@ -204,3 +204,37 @@ def test_an_unreadable_signal_is_explained_in_kurables_words() -> None:
     problem = taken.unreadable[0].problem
     assert problem.startswith("the payload 'approved by me' is not JSON; send a JSON value")
     assert "Expecting" not in problem and "line 1 column" not in problem
+
+
+def test_an_endpoint_send_arrives_with_its_source_and_key_and_leaves_with_its_companion() -> None:
+    from kurable.engine.signals import ENDPOINT_PREFIX
+
+    via = ENDPOINT_PREFIX + "APPROVE"
+    [arrival] = intake({KEY: '{"by":"ann"}', via: "abc"}, []).arrivals
+    assert (arrival.source, arrival.idempotency_key) == ("endpoint", "abc")
+    journaled = [Signal(3, "APPROVE", {"by": "ann"}, source="endpoint", key="abc")]
+    taken = intake({KEY: '{"by":"ann"}', via: "abc"}, journaled)
+    assert not taken.arrivals and taken.redeliveries[0].seq == 3
+    removed = [op["path"] for op in consumption_patch(taken) if op["op"] == "remove"]
+    assert removed == [
+        "/metadata/annotations/kurable.dev~1signal.APPROVE",
+        "/metadata/annotations/kurable.dev~1signal-endpoint.APPROVE",
+    ]
+    # Another key's send of the same payload is a new send, not this one redelivered.
+    assert intake({KEY: '{"by":"ann"}', via: "xyz"}, journaled).arrivals
+
+
+def test_a_format_1_journal_gets_no_source_and_its_plain_record_matches_an_endpoint_send() -> None:
+    from kurable.engine.signals import ENDPOINT_PREFIX, signal_record
+
+    via = ENDPOINT_PREFIX + "APPROVE"
+    [arrival] = intake({KEY: "1", via: "abc"}, []).arrivals
+    assert signal_record(arrival, 1).to_wire() == {"name": "APPROVE", "payload": 1}
+    assert signal_record(arrival, 2).to_wire() == {
+        "name": "APPROVE",
+        "payload": 1,
+        "source": "endpoint",
+        "idempotencyKey": "abc",
+    }
+    taken = intake({KEY: "1", via: "abc"}, [Signal(4, "APPROVE", 1)])
+    assert [r.seq for r in taken.redeliveries] == [4]

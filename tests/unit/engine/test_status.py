@@ -88,6 +88,18 @@ def test_suspended_phase_and_condition() -> None:
     assert {c["type"]: c for c in status["conditions"]}["Suspended"]["status"] == "True"
 
 
+def test_a_suspend_during_a_step_in_flight_shows_the_suspended_phase() -> None:
+    status = project(
+        fold(_journal(2)[:2]),
+        generation=1,
+        decision=decide.Wait(None, "Suspended (sleeping until 2026-01-01T00:00:05Z)"),
+        previous_conditions=None,
+        now="t",
+    )
+    assert status["phase"] == "Suspended"
+    assert status["message"] == "Suspended (sleeping until 2026-01-01T00:00:05Z)"
+
+
 def test_an_error_page_quoted_by_a_step_reaches_status_as_one_bounded_line() -> None:
     page = "<!DOCTYPE HTML>\n<html>\n  <body>\n" + "<p>lorem ipsum</p>\n" * 500 + "</html>\n"
     message = f"POST http://svc/call answered 501: {page}"

@@ -170,11 +170,10 @@ def test_on_failure_targets_are_checked_in_their_own_scope() -> None:
     ]
 
 
-@pytest.mark.parametrize("kind", ["view", "emit", "job"])
+@pytest.mark.parametrize("kind", ["job"])
 def test_step_kinds_nothing_performs_are_refused(kind: str) -> None:
     body = {
         "view": {"name": "v"},
-        "emit": {"topic": "t"},
         "job": {"template": {}},
     }[kind]
     problems = workflow_problems(run({"name": "s", kind: body}))
@@ -285,7 +284,7 @@ def test_yaml11_boolean_keys_in_a_template_input_schema_are_refused() -> None:
 def test_several_problems_are_reported_at_once() -> None:
     spec = run(
         {"name": "a", "set": {"x": "${ 1 + }"}, "next": "gone"},
-        {"name": "b", "emit": {"topic": "t"}},
+        {"name": "b", "job": {"template": {}}},
         {"name": "c", "forEach": {"items": "${ ] }"}, "set": {}},
         output="${ ( }",
     )
@@ -293,7 +292,7 @@ def test_several_problems_are_reported_at_once() -> None:
     assert [p.path for p in problems] == [
         "spec.steps[0].next",
         "spec.steps[0].set.x",
-        "spec.steps[1].emit",
+        "spec.steps[1].job",
         "spec.steps[2].forEach.items",
         "spec.output",
     ]

@@ -11,5 +11,5 @@ def test_every_performer_is_keyed_by_a_step_kind_of_the_model() -> None:
 
 
 def test_the_kinds_with_outside_effects_have_a_performer_each() -> None:
-    assert set(PERFORMERS) == {"http", "entity", "workflow"}
+    assert set(PERFORMERS) == {"http", "entity", "workflow", "emit", "view"}
     assert len({id(p) for p in PERFORMERS.values()}) == len(PERFORMERS)

@@ -185,17 +185,23 @@ class ViewQuery(Model):
 
     name: Annotated[str, Field(min_length=1, max_length=253)]
     """The View's name."""
-    where: Expression | None = None
-    """CEL filter over `row`."""
+    query: Name
+    """The query, as the View names it."""
+    params: JSONObject | None = None
+    """The query's parameters (`${ }` expressions are evaluated)."""
 
 
 class Emit(Model):
-    """Publish a message to a topic."""
+    """Publish a message to a Topic, exactly once: its id is derived from the step's
+    idempotency key, so a step executed again after a crash does not publish twice."""
 
-    topic: Name
-    """Topic name."""
-    message: JSONValue = None
-    """The message (`${ }` expressions are evaluated)."""
+    topic: Annotated[str, Field(min_length=1, max_length=253)]
+    """The Topic's name."""
+    key: Expression | None = None
+    """The message's key (may be a `${ }` expression): messages of one key are consumed
+    in order. Default: the run's name."""
+    data: JSONValue = None
+    """The message's data (`${ }` expressions are evaluated)."""
 
 
 class Job(Model):
@@ -510,6 +516,9 @@ class WorkflowStatus(Model):
     """The journal this status was projected from."""
     observed_generation: int | None = None
     """The metadata.generation last acted on."""
+    executor: str | None = None
+    """The operator replica (executor slot, e.g. its pod name) driving the run; replicas
+    share the runs by rendezvous hashing of their uid."""
     conditions: Conditions | None = None
     """Succeeded, Suspended, Stalled."""
     kopf: JSONObject | None = None

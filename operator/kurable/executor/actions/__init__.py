@@ -21,7 +21,7 @@ from kurable.engine import expressions
 from kurable.engine.decide import Act, StepError
 
 from ..runtime import Runtime
-from . import child, entity, http
+from . import child, emit, entity, http, view
 from .outcome import Outcome, RunRef
 
 Performer = Callable[[Runtime, RunRef, Act, dict[str, Any]], Awaitable[Outcome]]
@@ -31,6 +31,8 @@ PERFORMERS: Mapping[str, Performer] = {
     "http": http.perform,
     "workflow": child.perform,
     "entity": entity.perform,
+    "emit": emit.perform,
+    "view": view.perform,
 }
 """Step kind -> the performer of its attempts."""
 

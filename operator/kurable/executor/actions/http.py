@@ -15,6 +15,7 @@ from kurable.engine.decide import Act, StepError
 from kurable.engine.messages import EXCERPT_LIMIT, one_line
 
 from ..runtime import Runtime
+from ..tracing import attempt_traceparent
 from .outcome import Outcome, RunRef
 
 DEFAULT_HTTP_TIMEOUT = 30.0
@@ -27,6 +28,9 @@ async def perform(runtime: Runtime, run: RunRef, act: Act, context: dict[str, An
     where = f"{act.step.name}.http"
     url = expressions.render(spec.url, context, f"{where}.url")
     headers = {"Idempotency-Key": act.idempotency_key(run.uid)}
+    traceparent = attempt_traceparent()
+    if traceparent is not None:
+        headers["traceparent"] = traceparent  # the attempt's span is the callee's parent
     for header in spec.headers or []:
         if header.value_from is not None:
             ref = header.value_from.secret_key_ref

@@ -1,0 +1,86 @@
+"""executor.view_db: exactly-once application, the authorizer, budgets and caps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kurable.engine.views import ViewError, bind, plan
+from kurable.executor.view_db import Change, ViewDatabase, check
+
+from ..engine.test_views import WALLETS
+
+
+def wallet(name: str, balance: int, version: int) -> dict:
+    return {
+        "entity": {"name": name, "uid": name},
+        "state": {"balance": balance},
+        "version": version,
+    }
+
+
+def test_rows_follow_items_once_and_where_false_deletes(tmp_path: Path) -> None:
+    view = plan("ns", "wallets", WALLETS)
+    db = ViewDatabase(view, tmp_path / "w.sqlite")
+    db.apply([Change("a", 5, wallet("a", 10, 1)), Change("b", 5, wallet("b", 20, 1))], 5)
+    db.apply([Change("a", 6, wallet("a", 30, 2))], 6)
+    # The same revision read again after a restart changes nothing; an older version neither.
+    db.apply([Change("a", 6, wallet("a", 30, 2)), Change("a", 5, wallet("a", 10, 1))], 6)
+    page = db.query(view.queries["richest"], bind(view.queries["richest"], {"min": 0}))
+    assert page.rows == [{"owner": "a", "balance": 30}, {"owner": "b", "balance": 20}]
+    db.apply([Change("b", 7, wallet("b", 0, 2))], 7)
+    assert db.rows() == 1 and db.offset() == 7
+    db.close()
+    again = ViewDatabase(view, tmp_path / "w.sqlite")
+    assert again.offset() == 7 and again.rows() == 1
+
+
+def test_pages_stop_at_the_cap(tmp_path: Path) -> None:
+    view = plan("ns", "wallets", WALLETS)
+    db = ViewDatabase(view, tmp_path / "w.sqlite")
+    db.apply([Change(f"w{i}", 1, wallet(f"w{i}", i + 1, 1)) for i in range(5)], 1)
+    query = view.queries["richest"]
+    first = db.query(query, bind(query, {"min": 0}), cap=2)
+    rest = db.query(query, bind(query, {"min": 0}), skip=4, cap=2)
+    assert [r["balance"] for r in first.rows] == [5, 4] and first.more
+    assert [r["balance"] for r in rest.rows] == [1] and not rest.more
+
+
+@pytest.mark.parametrize(
+    ("sql", "says"),
+    [
+        ("DELETE FROM wallets", "may only SELECT from its own view's table"),
+        ("SELECT * FROM sqlite_master", "may only SELECT from its own view's table"),
+        ("SELECT key FROM _kurable_sources", "may only SELECT from its own view's table"),
+        ("SELECT colour FROM wallets", "no such column: colour"),
+    ],
+)
+def test_queries_that_write_read_elsewhere_or_name_no_column_are_refused(
+    sql: str, says: str
+) -> None:
+    spec = {**WALLETS, "queries": {"bad": {"sql": sql}}}
+    found = check(plan("ns", "wallets", spec))
+    assert [p.path for p in found] == ["spec.queries.bad.sql"]
+    assert says in found[0].message
+
+
+def test_a_valid_view_has_no_problems() -> None:
+    assert check(plan("ns", "wallets", WALLETS)) == []
+
+
+def test_a_query_past_its_budget_is_interrupted(tmp_path: Path) -> None:
+    spec = {
+        **WALLETS,
+        "queries": {
+            "slow": {
+                "sql": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+                "SELECT count(*) AS n FROM c, wallets"
+            }
+        },
+    }
+    view = plan("ns", "wallets", spec)
+    db = ViewDatabase(view, tmp_path / "w.sqlite")
+    db.apply([Change("a", 1, wallet("a", 1, 1))], 1)
+    with pytest.raises(ViewError, match="longer than its budget"):
+        db.query(view.queries["slow"], {}, budget=0.05)
