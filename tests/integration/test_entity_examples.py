@@ -56,7 +56,9 @@ def test_every_command_of_every_example_entity_type_is_accepted(
     types = {m["metadata"]["name"]: m for m in manifests if m["kind"] == "EntityType"}
     assert {"wallet", "counter"} <= types.keys()
     declared = {(t, c) for t, m in types.items() for c in m["spec"]["commands"]}
-    assert declared == {(t, c) for t, c, _, _ in COMMANDS}, "give each example command a valid input in COMMANDS"
+    assert declared == {(t, c) for t, c, _, _ in COMMANDS}, (
+        "give each example command a valid input in COMMANDS"
+    )
     entities: dict[str, str] = {}
     for m in manifests:
         if m["kind"] == "Entity":

@@ -16,7 +16,7 @@ import pytest
 from kurable.testing import ControlPlane, EndpointProcess, OperatorProcess
 from tests.conftest import ROOT
 
-from .conftest import apply, eventually, get
+from .conftest import apply, eventually, get, wait_phase, workflow
 from .endpoint_http import admin_token, call
 
 pytestmark = pytest.mark.integration
@@ -427,3 +427,84 @@ def test_rows_after_a_sigkill_during_materialization_equal_a_fresh_rebuild(
         fresh.stop()
     expected = 1 + sum(range(1, 41))
     assert resumed == rebuilt == [{"owner": n, "balance": expected} for n in names]
+
+
+NAPS = {
+    "apiVersion": "kurable.dev/v1alpha1",
+    "kind": "WorkflowTemplate",
+    "metadata": {"name": "naps"},
+    "spec": {"steps": [{"name": "nap", "sleep": {"duration": "1s"}}]},
+}
+RUNS_VIEW = {
+    "apiVersion": "kurable.dev/v1alpha1",
+    "kind": "View",
+    "metadata": {"name": "naps"},
+    "spec": {
+        "source": {"workflows": {"templateRef": {"name": "naps"}}},
+        "columns": {"owner": {"type": "string", "value": "${ run.name }"}},
+        "queries": {"all": {"sql": "SELECT owner FROM naps"}},
+    },
+}
+
+
+@pytest.mark.parametrize("source", ["entities", "runs"])
+def test_a_reader_restarted_after_sources_were_deleted_has_no_rows_of_them(
+    control_plane: ControlPlane,
+    operator: OperatorProcess,
+    endpoint: EndpointProcess,
+    namespace: str,
+    tmp_path: Path,
+    source: str,
+) -> None:
+    """A deletion while a reader is down is no stream item: the restarted reader drops
+    the rows of the sources that are gone, and has the ones created meanwhile."""
+    cp = control_plane
+    if source == "entities":
+        apply(cp, namespace, WALLET)
+        apply(cp, namespace, wallets_view())
+        view, query, params, kind = "wallets", "richest", {"min": 0}, "entity"
+
+        def create(name: str) -> None:
+            apply(cp, namespace, entity(name, "wallet", {"balance": 5}))
+            created(cp, namespace, name)
+
+    else:
+        apply(cp, namespace, NAPS)
+        apply(cp, namespace, RUNS_VIEW)
+        view, query, params, kind = "naps", "all", {}, "workflow"
+
+        def create(name: str) -> None:
+            apply(cp, namespace, workflow(name, templateRef={"name": "naps"}))
+            wait_phase(cp, namespace, name, ("Succeeded",))
+
+    for name in ("d0", "d1", "d2"):
+        create(name)
+    shop = Shop(cp, endpoint, namespace)
+    state = tmp_path / "state"
+
+    def reader() -> EndpointProcess:
+        return EndpointProcess(
+            cp.env(), tmp_path / "reader.log", extra_args=["--state-dir", str(state)]
+        )
+
+    def owners(process: EndpointProcess) -> list[str]:
+        base = f"{process.url}/v1/namespaces/{namespace}"
+        return sorted(r["owner"] for r in shop.rows(view, query, base=base, **params))
+
+    eventually(lambda: owners(endpoint), lambda found: len(found) == 3, 30, "three rows")
+    first = reader().start()
+    try:
+        assert owners(first) == ["d0", "d1", "d2"]
+    finally:
+        first.stop()
+    # While this reader is down: d1 is deleted (the operator forgets its state or journal)
+    # and d3 is created; the always-up endpoint sees both.
+    cp.kubectl("delete", "-n", namespace, f"{kind}/d1", "--wait=true")
+    create("d3")
+    expected = ["d0", "d2", "d3"]
+    eventually(lambda: owners(endpoint), lambda found: found == expected, 30, "d1 gone, d3 in")
+    restarted = reader().start()
+    try:
+        assert owners(restarted) == expected
+    finally:
+        restarted.stop()

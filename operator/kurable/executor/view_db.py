@@ -188,10 +188,14 @@ class ViewDatabase:
     def rows(self) -> int:
         return int(self._db.execute(f"SELECT count(*) FROM {quote(self.view.name)}").fetchone()[0])
 
-    def apply(self, changes: Iterable[Change], offset: int) -> list[str]:
+    def apply(
+        self, changes: Iterable[Change], offset: int, retain: frozenset[str] | None = None
+    ) -> list[str]:
         """Apply `changes` and store `offset`, in ONE transaction. A change whose source
-        already has its version (or a newer one) is skipped. Returns the problems of
-        sources whose expressions failed (they are left without a row)."""
+        already has its version (or a newer one) is skipped. With `retain`, first forget
+        every source whose key is not in it (its row and its version): the sources that
+        were deleted while nothing followed the stream. Returns the problems of sources
+        whose expressions failed (they are left without a row)."""
         table = quote(self.view.name)
         names = [c.name for c in self.view.columns]
         insert = (
@@ -202,6 +206,8 @@ class ViewDatabase:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
+            if retain is not None:
+                self._forget_all_but(retain)
             for change in changes:
                 if change.value is None:
                     db.execute(f"DELETE FROM {table} WHERE _key = ?", (change.key,))
@@ -231,6 +237,17 @@ class ViewDatabase:
             db.execute("ROLLBACK")
             raise
         return failed
+
+    def _forget_all_but(self, retain: frozenset[str]) -> None:
+        table = quote(self.view.name)
+        db = self._db
+        gone = [
+            key
+            for (key,) in db.execute("SELECT key FROM _kurable_sources").fetchall()
+            if key not in retain
+        ]
+        db.executemany(f"DELETE FROM {table} WHERE _key = ?", [(k,) for k in gone])
+        db.executemany("DELETE FROM _kurable_sources WHERE key = ?", [(k,) for k in gone])
 
     def query(
         self,

@@ -13,7 +13,9 @@ waits on SQLite), and a task following the stream:
   nothing and an entity whose snapshot predates typed snapshots is still found; a View
   over runs reads its template's stream from the start.
 - A file that exists resumes after its stored offset (minus one revision: the last
-  revision is read again, and its items are skipped by version, see `view_db`).
+  revision is read again, and its items are skipped by version, see `view_db`), first
+  dropping the rows of sources deleted meanwhile (their deletion is no stream item): for
+  entities, those without a snapshot; for runs, those without an item in the stream.
 - Each batch of items commits in one SQLite transaction with the offset it reaches.
 
 A changed spec starts a new Generation beside the current one (`Building`, with
@@ -165,11 +167,20 @@ class Generation:
             # its first event. A fresh file then reads the stream from its oldest item
             # still kept (items up to a snapshot's version skipped), so a trimmed stream
             # loses nothing and an entity whose snapshot predates typed snapshots is found.
-            found, revision = await store.entity_snapshots(
+            # Rows of entities forgotten while no process followed this file (their
+            # snapshot is gone at R, and the deletion lies before R) go in the same
+            # transaction.
+            read = await store.entity_snapshots(
                 self.etcd, self.prefix, self.view.namespace, self.view.source_name
             )
-            await self._apply([Change(uid, revision, value) for uid, value in found], offset)
-            pumps.append(asyncio.create_task(self._pump_created(queue, revision)))
+            found = [Change(uid, read.revision, value) for uid, value in read.found]
+            await self._apply(found, offset, retain=read.present)
+            pumps.append(asyncio.create_task(self._pump_created(queue, read.revision)))
+        elif offset:
+            # A run's part of the stream goes with its journal: the runs deleted while no
+            # process followed this file are those with no item left.
+            present = await streams.sources(self.etcd, self.stream)
+            await self._apply([], offset, retain=present)
         self.applied = offset
         await self._check_built()
         try:
@@ -230,8 +241,10 @@ class Generation:
     def _source_key(self, key: str) -> str:
         return key[len(self.stream) :].split("/", 1)[0]
 
-    async def _apply(self, changes: list[Change], offset: int) -> None:
-        failed = await self.call(self.db.apply, changes, offset)
+    async def _apply(
+        self, changes: list[Change], offset: int, retain: frozenset[str] | None = None
+    ) -> None:
+        failed = await self.call(self.db.apply, changes, offset, retain)
         if failed:
             log.warning("view %s: %s", self.view.name, "; ".join(failed[:5]))
             self.failures = (self.failures + failed)[-10:]

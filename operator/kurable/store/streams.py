@@ -269,6 +269,24 @@ async def first(client: aetcd.Client, prefix: str) -> int:
     return int(response.kvs[0].mod_revision) if response.kvs else 0
 
 
+async def sources(client: aetcd.Client, prefix: str) -> frozenset[str]:
+    """The first key segments under `prefix` (for a stream keyed `<source uid>/...`: the
+    sources that have items in it now), read keys-only in pages at one revision."""
+    end = keys.range_end(prefix).encode()
+    key, revision = prefix.encode(), 0
+    found: set[str] = set()
+    while True:
+        request = rpc.RangeRequest(
+            key=key, range_end=end, limit=SCAN_PAGE, revision=revision, keys_only=True
+        )
+        response = await _range(client, request)
+        revision = revision or int(response.header.revision)
+        found.update(kv.key.decode()[len(prefix) :].split("/", 1)[0] for kv in response.kvs)
+        if not response.more or not response.kvs:
+            return frozenset(found)
+        key = response.kvs[-1].key + b"\0"
+
+
 async def lag(client: aetcd.Client, prefix: str, after: int) -> int:
     """How many items of the stream have an offset above `after` (one keys-only read:
     etcd's count-only range counts the whole range, ignoring min_mod_revision)."""

@@ -36,6 +36,20 @@ def test_rows_follow_items_once_and_where_false_deletes(tmp_path: Path) -> None:
     assert again.offset() == 7 and again.rows() == 1
 
 
+def test_a_resume_forgets_the_sources_that_are_gone_with_its_changes(tmp_path: Path) -> None:
+    view = plan("ns", "wallets", WALLETS)
+    db = ViewDatabase(view, tmp_path / "w.sqlite")
+    # c has no row (balance 0 fails `where`) but a version: it is forgotten too.
+    db.apply([Change(k, 5, wallet(k, b, 1)) for k, b in (("a", 10), ("b", 20), ("c", 0))], 5)
+    # b and c were deleted while no process followed; a changed meanwhile.
+    db.apply([Change("a", 9, wallet("a", 40, 2))], 9, retain=frozenset({"a", "d"}))
+    page = db.query(view.queries["richest"], bind(view.queries["richest"], {"min": 0}))
+    assert page.rows == [{"owner": "a", "balance": 40}] and db.offset() == 9
+    # A source forgotten comes back as new when it shows up again (version 1 applies).
+    db.apply([Change("c", 10, wallet("c", 3, 1))], 10)
+    assert db.rows() == 2
+
+
 def test_pages_stop_at_the_cap(tmp_path: Path) -> None:
     view = plan("ns", "wallets", WALLETS)
     db = ViewDatabase(view, tmp_path / "w.sqlite")
