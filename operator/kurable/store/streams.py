@@ -157,7 +157,8 @@ class Cursor:
         stream held nothing after `after` at that revision (watch from the one after it)."""
         if self._after < 0 or after < self._after:
             await self._scan(after)
-        elif after >= self._complete:
+        elif not self._items or self._items[-1].offset <= after:
+            # The buffer is served: what comes next is past `_complete`.
             if self._complete == self._revision:
                 await self._newer(after)
             else:
