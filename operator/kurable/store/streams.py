@@ -93,12 +93,12 @@ async def _range(client: aetcd.Client, request: Any) -> Any:
 
 
 async def read(client: aetcd.Client, prefix: str, after: int, limit: int) -> list[StreamItem]:
-    """The items of the stream `prefix` with an offset above `after`, ascending, at most
-    `limit` of them (at least 1) -- but never part of one revision: when the page would end
-    inside a revision, the items of that revision are left for the next page, unless
-    they are all the page holds (then all of that revision's items are returned, even
-    beyond `limit`). One range over the whole prefix per call: to read a backlog page by
-    page, use a `Cursor`."""
+    """The items of the stream `prefix` with an offset above `after`, ascending (one
+    revision's items by key), at most `limit` of them (at least 1) -- but never part of one
+    revision: when the page would end inside a revision, the items of that revision are
+    left for the next page, unless they are all the page holds (then all of that revision's
+    items are returned, even beyond `limit`). One range over the whole prefix per call: to
+    read a backlog page by page, use a `Cursor`."""
     limit = max(1, limit)
     request = rpc.RangeRequest(
         key=prefix.encode(),
@@ -108,7 +108,7 @@ async def read(client: aetcd.Client, prefix: str, after: int, limit: int) -> lis
         min_mod_revision=after + 1,
         limit=limit + 1,
     )
-    kvs = list((await _range(client, request)).kvs)
+    kvs = sorted((await _range(client, request)).kvs, key=_order)
     if len(kvs) <= limit:
         return [_item(kv) for kv in kvs]
     last = int(kvs[limit - 1].mod_revision)
@@ -217,10 +217,16 @@ class Cursor:
         self._complete = revision if cutoff is None else cutoff
 
 
+def _order(kv: Any) -> tuple[int, bytes]:
+    """Stream order: by offset, the items of one revision by key (etcd's sort by mod
+    revision leaves their order open)."""
+    return int(kv.mod_revision), bytes(kv.key)
+
+
 def _bounded(kvs: list[Any]) -> tuple[list[Any], int | None]:
     """`kvs` sorted by (offset, key) and cut after BUFFER items, keeping the last revision
     whole; and the last offset kept when anything was cut (None when nothing was)."""
-    kvs.sort(key=lambda kv: (int(kv.mod_revision), bytes(kv.key)))
+    kvs.sort(key=_order)
     if len(kvs) <= BUFFER:
         return kvs, None
     cutoff = int(kvs[BUFFER - 1].mod_revision)
