@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import tempfile
 import time
@@ -60,6 +62,7 @@ def _launch(log: Path, profile: Path) -> subprocess.Popen[bytes]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=open(log, "wb"),
+        start_new_session=True,  # its own process group: its helpers end with it
     )
 
 
@@ -108,8 +111,18 @@ class Browser:
         if self._session is not None:
             await self._session.close()
         if self._process is not None:
-            self._process.kill()
+            # The browser's helper processes (renderer, zygote, crashpad) write to the
+            # profile too: end the whole group, then wait until no member is left.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGKILL)
             self._process.wait()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    os.killpg(self._process.pid, 0)
+                except ProcessLookupError:
+                    break
+                await asyncio.sleep(0.05)
         self._profile.cleanup()
 
     async def _read(self) -> None:

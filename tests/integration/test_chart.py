@@ -1383,7 +1383,10 @@ def test_reapplying_the_same_manifests_after_the_operator_ran_changes_no_spec(
         ),
         60,
     )
-    assert done, get(cp, namespace, "workflow/hello")
+    assert done, (
+        f"status {get(cp, namespace, 'workflow/hello').get('status')}; "
+        f"the operator's log ends:\n{operator.log_tail(80)}"
+    )
     before = _snapshot(cp, namespace)
     assert set(before) == {"Workflow/hello", "WorkflowTemplate/greeting", "EntityType/counter"}
 
