@@ -17,10 +17,13 @@ Each run sends deposits to one entity:
 
 Two endpoints run side by side: one as deployed (allowed SubjectAccessReview answers
 cached, `--access-cache-seconds` 10) and one asking the API server at every request
-(`--access-cache-seconds 0`, how the endpoint first shipped). One sender, then
-`--concurrency` senders; in `--rounds` interleaved rounds so that all three paths see the
-same machine. Prints commands/s, p50 and p99 latency, and the p50 each endpoint adds;
-the HTTP floor row is a `GET /healthz` through the same client (what any request costs).
+(`--access-cache-seconds 0`, how the endpoint first shipped). One sender, each command
+sent through every path in turn (so that a drift of the machine or of the entity over the
+run weighs on all paths alike); then `--concurrency` senders, path after path, in
+`--rounds` interleaved rounds. Prints commands/s, p50 and p99 latency, and the p50 each
+endpoint adds: the difference of the p50s and, for one sender, the median of the
+differences between each command and its in-process neighbour (paired). The HTTP floor row
+is a `GET /healthz` through the same client (what any request costs).
 Timings belong here, never in pass/fail tests. `--profile FILE` samples the cached
 endpoint with py-spy (`pip install py-spy`) during its runs and writes the share of
 samples per function (inclusive, from py-spy's collapsed stacks) to FILE.
@@ -46,6 +49,7 @@ import aiohttp
 import yaml
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
+from prometheus_client import parser as prometheus_parser
 
 from kurable.api import crd
 from kurable.cli._dev import admin_token
@@ -80,6 +84,40 @@ async def measure(send: Send, commands: int, concurrency: int, latencies: list[f
     started = time.perf_counter()
     await asyncio.gather(*(sender() for _ in range(concurrency)))
     return time.perf_counter() - started
+
+
+async def alternate(senders: dict[str, Send], commands: int, offset: int) -> dict[str, list[float]]:
+    """One sender: command n goes through every path in turn (the order rotated each
+    time), so that all paths see the same machine and the same entity at each step;
+    each path's latencies, in sending order."""
+    labels = list(senders)
+    latencies: dict[str, list[float]] = {label: [] for label in labels}
+    for n in range(commands):
+        for i in range(len(labels)):
+            label = labels[(n + i) % len(labels)]
+            start = time.perf_counter()
+            await senders[label](offset + n)
+            latencies[label].append(time.perf_counter() - start)
+    return latencies
+
+
+COMMAND_ROUTE = "/v1/namespaces/{namespace}/entities/{name}/commands/{command}"
+
+
+async def server_seconds(session: aiohttp.ClientSession, url: str) -> tuple[float, int]:
+    """The endpoint's own account of its command requests (its latency histogram's sum,
+    seconds, and count), read from its /metrics."""
+    async with session.get(f"{url}/metrics") as reply:
+        text = await reply.text()
+    found = {"sum": 0.0, "count": 0.0}
+    for family in prometheus_parser.text_string_to_metric_families(text):
+        if family.name != "kurable_endpoint_request_duration_seconds":
+            continue
+        for sample in family.samples:
+            kind = sample.name.rpartition("_")[2]
+            if kind in found and sample.labels.get("route") == COMMAND_ROUTE:
+                found[kind] += sample.value
+    return found["sum"], int(found["count"])
 
 
 def shifted(send: Send, offset: int, n: int) -> Awaitable[None]:
@@ -146,10 +184,30 @@ async def bench(
         for width in (1, concurrency):
             latencies: dict[str, list[float]] = {label: [] for label in senders}
             seconds = dict.fromkeys(senders, 0.0)
+            paired: dict[str, list[float]] = {label: [] for label in senders}
+            inside = dict.fromkeys(senders, 0.0)
+            inside_count = dict.fromkeys(senders, 0)
             for r in range(rounds):
+                offset = (width * rounds + r) * commands
+                if width == 1:
+                    sampler = profile() if profile else None
+                    before = {u: await server_seconds(session, u) for u in urls.values()}
+                    got = await alternate(senders, commands, offset)
+                    for label, url in urls.items():
+                        (s0, n0), (s1, n1) = before[url], await server_seconds(session, url)
+                        inside[label] += s1 - s0
+                        inside_count[label] += n1 - n0
+                    if sampler is not None:
+                        sampler.send_signal(signal.SIGINT)
+                        sampler.wait(30)
+                    for label, values in got.items():
+                        latencies[label] += values
+                        seconds[label] += sum(values)
+                        beside = got["in-process"]
+                        paired[label] += [a - b for a, b in zip(values, beside, strict=True)]
+                    continue
                 for label, send in senders.items():
                     sampler = profile() if profile and label != "in-process" else None
-                    offset = (width * rounds + r) * commands
                     seconds[label] += await measure(
                         functools.partial(shifted, send, offset), commands, width, latencies[label]
                     )
@@ -162,7 +220,17 @@ async def bench(
                 rate = len(values) / seconds[label]
                 name = f"{label}, {width} sender{'s' if width > 1 else ''}"
                 added = "" if label in ("in-process", FLOOR) else f"{(p50 - base) * 1000:8.2f}"
+                if added and paired[label]:
+                    added += f"  (paired: {percentile(paired[label], 0.5) * 1000:.2f})"
                 print(f"{name:40} {rate:8.1f} {p50 * 1000:8.2f} {p99 * 1000:8.2f} {added}")
+            if width == 1:
+                mean = sum(latencies["in-process"]) / len(latencies["in-process"])
+                print(f"  mean in-process {mean * 1000:.2f} ms; inside each endpoint (its own")
+                print("  histogram: from the request to the end of the answer, mean):", end="")
+                for label, n in inside_count.items():
+                    if n:
+                        print(f" {label} {inside[label] / n * 1000:.2f} ms;", end="")
+                print()
     for client in clients.values():
         await client.close()
     await etcd.close()

@@ -14,21 +14,25 @@ from ._backend import Backend
 _bearer = HTTPBearer(auto_error=False, description="A token the API server accepts")
 
 
-def backend(request: Request) -> Backend:
+async def backend(request: Request) -> Backend:
+    # async: FastAPI runs a plain `def` dependency on a worker thread, a hop per request.
     found: Backend = request.app.state.backend
     return found
 
 
+Server = Annotated[Backend, Depends(backend)]
+
+
 async def caller(
     request: Request,
+    server: Server,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Identity:
     """The request's identity (TokenReview); 401 without a usable token."""
-    return await backend(request).gate.authenticate(request.headers.get("authorization"))
+    return await server.gate.authenticate(request.headers.get("authorization"))
 
 
 Caller = Annotated[Identity, Depends(caller)]
-Server = Annotated[Backend, Depends(backend)]
 
 
 async def allow(server: Backend, identity: Identity, access: Access) -> None:
