@@ -86,10 +86,10 @@ def follow(cp: ControlPlane, timeout: float = 120.0) -> dict[str, dict[str, Any]
 
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="kurable-demo-") as tmp:
-        state = Path(tmp)
+        work = Path(tmp)
         banner("starting the local control plane (etcd + kube-apiserver)")
         started = time.monotonic()
-        with ControlPlane(state_dir=state / "cluster", crds=crd.write_all(state / "crds")) as cp:
+        with ControlPlane(state_dir=work / "cluster", crds=crd.write_all(work / "crds")) as cp:
             print(
                 f"API server {cp.server}, etcd {cp.etcd_endpoint} "
                 f"({time.monotonic() - started:.1f}s)"
@@ -97,8 +97,8 @@ def main() -> int:
             os.environ.update(cp.env())
             banner("starting the operator and the endpoint")
             with (
-                OperatorProcess(cp.env(), state / "operator.log") as operator,
-                EndpointProcess(cp.env(), state / "endpoint.log") as endpoint,
+                OperatorProcess(cp.env(), work / "operator.log") as operator,
+                EndpointProcess(cp.env(), work / "endpoint.log") as endpoint,
             ):
                 # What `kurable dev` writes into its env file: the CLI and the client
                 # find the endpoint and a token the endpoint accepts here.
@@ -165,7 +165,7 @@ def main() -> int:
                 )
                 kurable(["history", "workflow/transfer-to-nobody"])
                 ok &= choreography(cp)
-                ok &= shop(cp, state)
+                ok &= shop(cp, work)
                 if not ok:
                     print(f"\noperator log:\n{operator.log_tail()}", file=sys.stderr)
             banner("shutting down")

@@ -35,11 +35,12 @@ def post(url: str, token: str, body: Any) -> Any:
         return json.loads(reply.read())
 
 
-def shop(cp: ControlPlane, state: Path) -> bool:
-    """Run the shop example against the running operator; True when the order came out as
-    expected."""
-    banner("starting the endpoint")
-    with EndpointProcess(cp.env(), state / "endpoint.log") as endpoint:
+def shop(cp: ControlPlane, work: Path) -> bool:
+    """Run the shop example against the running operator (a second endpoint logging into
+    `work`: each endpoint keeps its own copy of the views); True when the order came out
+    as expected."""
+    banner("starting a second endpoint (every endpoint keeps its own copy of the views)")
+    with EndpointProcess(cp.env(), work / "shop-endpoint.log") as endpoint:
         token = admin_token(cp)
         banner("kubectl apply -f examples/shop/   (products, an account, a View, a template)")
         print(cp.kubectl("apply", "-f", str(SHOP)).stdout.rstrip())
