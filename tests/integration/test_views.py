@@ -197,6 +197,17 @@ def test_bad_views_and_queries_are_refused_with_the_field_named(
             },
             "spec.columns.owner.value",
         ),
+        "badparam": (
+            {
+                "queries": {
+                    "q": {
+                        "sql": "SELECT owner FROM badparam WHERE balance >= :continue",
+                        "params": {"continue": {"type": "integer"}},
+                    }
+                }
+            },
+            "spec.queries.q.params.continue: continue is the endpoint's own query-string name",
+        ),
     }
     for name, (changes, _) in cases.items():
         view = wallets_view(**changes)
@@ -508,3 +519,51 @@ def test_a_reader_restarted_after_sources_were_deleted_has_no_rows_of_them(
         assert owners(restarted) == expected
     finally:
         restarted.stop()
+
+
+def test_blobs_answer_as_base64_and_sources_whose_expressions_fail_are_shown(
+    control_plane: ControlPlane,
+    operator: OperatorProcess,
+    endpoint: EndpointProcess,
+    namespace: str,
+) -> None:
+    cp = control_plane
+    apply(cp, namespace, WALLET)
+    apply(cp, namespace, entity("alice", "wallet", {"balance": 10}))
+    apply(cp, namespace, entity("bob", "wallet", {"balance": 20}))
+    view = wallets_view(
+        columns={
+            "owner": {"type": "string", "value": "${ entity.name }"},
+            # bob's balance of 20 divides by zero: bob gets no row, and status says why.
+            "share": {"type": "integer", "value": "${ 100 / (20 - state.balance) }"},
+        },
+        indexes=[],
+        queries={"q": {"sql": "SELECT owner, CAST(owner AS BLOB) AS raw FROM wallets"}},
+    )
+    apply(cp, namespace, view)
+    status = eventually(
+        lambda: status_of(cp, namespace, "wallets"),
+        lambda s: s.get("phase") == "Ready" and s.get("failed") == 1,
+        60,
+        "the View Ready with one failed source",
+    )
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert degraded["status"] == "True" and degraded["reason"] == "ExpressionFailed", status
+    assert "1 source(s) have no row" in degraded["message"]
+    assert "entity bob: columns.share" in degraded["message"], degraded
+    assert "divide by zero" in degraded["message"], degraded
+    shop = Shop(cp, endpoint, namespace)
+    assert shop.rows("wallets", "q") == [{"owner": "alice", "raw": "YWxpY2U="}]
+    # A workflow step reads the same rows: journaled as JSON, the run ends.
+    step = {"name": "q", "view": {"name": "wallets", "query": "q"}}
+    apply(cp, namespace, workflow("reads", steps=[step]))
+    done = wait_phase(cp, namespace, "reads", ("Succeeded", "Failed"), timeout=60)
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    # Fixed at the source: bob's next version computes, the failure goes.
+    shop.command("bob", "withdraw", {"amount": 5})
+    eventually(
+        lambda: status_of(cp, namespace, "wallets"),
+        lambda s: s.get("failed") == 0 and s.get("rows") == 2,
+        60,
+        "bob's row once his state computes",
+    )

@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from kurable.api.v1alpha1 import VIEW
-from kurable.engine.views import ViewError
+from kurable.engine.views import RESERVED_PARAMS, ViewError
 from kurable.executor.views import ViewUnavailable, verdict
 
 from . import _access as access
@@ -25,9 +25,6 @@ from ._models import Page
 from ._problems import Problem
 
 router = APIRouter(prefix="/v1/namespaces/{namespace}/views", tags=["views"])
-
-RESERVED = ("continue", "minOffset")
-"""Query-string names the route keeps for itself (a View's parameters are lower-case)."""
 
 
 @router.get(
@@ -72,7 +69,7 @@ async def query_view(
     if query not in plan.queries:
         shown = ", ".join(sorted(plan.queries))
         raise Problem(404, "not-found", f"View {view} has no query {query!r} (it has {shown})")
-    params = {k: v for k, v in request.query_params.items() if k not in RESERVED}
+    params = {k: v for k, v in request.query_params.items() if k not in RESERVED_PARAMS}
     skip = _skip(continue_)
     views = server.views
     try:

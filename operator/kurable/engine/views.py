@@ -15,6 +15,7 @@ this module only names things and decides values.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
@@ -38,6 +39,10 @@ SQL_TYPES = {
     "json": "TEXT",
 }
 """A column type -> its SQLite column type."""
+
+RESERVED_PARAMS = ("continue", "minOffset")
+"""Query-string names the endpoint's query route keeps for itself (the continue token and
+read-your-writes): no query parameter may be named so."""
 
 
 class ViewError(Exception):
@@ -164,6 +169,16 @@ def problems(view: Plan) -> list[ViewError]:
             expressions.check_names(column.value, names, f"{at}.value")
         except expressions.ExpressionError as e:
             found.append(ViewError(f"{at}.value", str(e)))
+    for query in view.queries.values():
+        for param in query.params:
+            if param.name in RESERVED_PARAMS:
+                found.append(
+                    ViewError(
+                        f"spec.queries.{query.name}.params.{param.name}",
+                        f"{param.name} is the endpoint's own query-string name (paging and "
+                        "read-your-writes), so no request could give it; rename the parameter",
+                    )
+                )
     known = {c.name for c in view.columns}
     for i, index in enumerate(view.indexes):
         for column_name in index:
@@ -177,6 +192,15 @@ def context_of(view: Plan, value: Mapping[str, Any]) -> dict[str, Any]:
     if view.source_kind == "entities":
         return {"entity": dict(value.get("entity") or {}), "state": value.get("state") or {}}
     return {name: value.get(name) for name in RUN_VARIABLES}
+
+
+def source_name(view: Plan, value: Mapping[str, Any]) -> str:
+    """Which source a stream item's value is about: `entity NAME` or `run NAME` ("" when
+    the value does not say)."""
+    kind = "entity" if view.source_kind == "entities" else "run"
+    about = value.get(kind)
+    name = about.get("name") if isinstance(about, Mapping) else None
+    return f"{kind} {name}" if name else ""
 
 
 def version_of(view: Plan, value: Mapping[str, Any]) -> int:
@@ -282,12 +306,15 @@ def _number(value: float) -> str:
 
 def from_sql(view: Plan, names: list[str], values: tuple[Any, ...]) -> dict[str, Any]:
     """A result row as JSON: json columns parsed, boolean columns as true/false (for a
-    result column named like a view column)."""
+    result column named like a view column), a BLOB (`randomblob()`, `CAST(... AS BLOB)`)
+    as its base64 text (RFC 4648, section 4): JSON has no bytes."""
     types = {c.name: c.type for c in view.columns}
     row: dict[str, Any] = {}
     for name, value in zip(names, values, strict=True):
         kind = types.get(name)
-        if kind == "json" and isinstance(value, str):
+        if isinstance(value, bytes):
+            value = base64.b64encode(value).decode("ascii")
+        elif kind == "json" and isinstance(value, str):
             value = json.loads(value)
         elif kind == "boolean" and isinstance(value, int):
             value = bool(value)

@@ -6,6 +6,8 @@ Each generation of a View's rows (one `engine.views.Plan.digest`) is one databas
 
     "<view>"            the rows: `_key` (the source's uid), `_version`, the columns
     _kurable_sources    key -> the version last applied (also for sources without a row)
+    _kurable_failures   key -> why its row could not be computed (an expression failed on
+                        its last version): what status shows as `failed`
     _kurable_meta       offset (the stream offset applied), built (1 once caught up)
 
 A batch of stream items commits in ONE SQLite transaction together with the offset it
@@ -33,7 +35,16 @@ from pathlib import Path
 from typing import Any
 
 from kurable.engine import expressions
-from kurable.engine.views import SQL_TYPES, Plan, Query, ViewError, from_sql, row_of, version_of
+from kurable.engine.views import (
+    SQL_TYPES,
+    Plan,
+    Query,
+    ViewError,
+    from_sql,
+    row_of,
+    source_name,
+    version_of,
+)
 
 DEFAULT_BUDGET_SECONDS = 2.0
 """How long one query may run before SQLite interrupts it."""
@@ -78,6 +89,7 @@ def schema(view: Plan) -> list[str]:
     statements = [
         f"CREATE TABLE IF NOT EXISTS {table} (_key TEXT PRIMARY KEY, _version INTEGER, {columns})",
         "CREATE TABLE IF NOT EXISTS _kurable_sources (key TEXT PRIMARY KEY, version INTEGER)",
+        "CREATE TABLE IF NOT EXISTS _kurable_failures (key TEXT PRIMARY KEY, problem TEXT)",
         "CREATE TABLE IF NOT EXISTS _kurable_meta (name TEXT PRIMARY KEY, value INTEGER)",
     ]
     for i, index in enumerate(view.indexes):
@@ -192,10 +204,11 @@ class ViewDatabase:
         self, changes: Iterable[Change], offset: int, retain: frozenset[str] | None = None
     ) -> list[str]:
         """Apply `changes` and store `offset`, in ONE transaction. A change whose source
-        already has its version (or a newer one) is skipped. With `retain`, first forget
-        every source whose key is not in it (its row and its version): the sources that
-        were deleted while nothing followed the stream. Returns the problems of sources
-        whose expressions failed (they are left without a row)."""
+                already has its version (or a newer one) is skipped. With `retain`, first forget
+                every source whose key is not in it (its row and its version): the sources that
+                were deleted while nothing followed the stream. Returns the problems of sources
+                whose expressions failed (they are left without a row, and counted by `failures`
+        until a later version of theirs computes)."""
         table = quote(self.view.name)
         names = [c.name for c in self.view.columns]
         insert = (
@@ -212,6 +225,7 @@ class ViewDatabase:
                 if change.value is None:
                     db.execute(f"DELETE FROM {table} WHERE _key = ?", (change.key,))
                     db.execute("DELETE FROM _kurable_sources WHERE key = ?", (change.key,))
+                    db.execute("DELETE FROM _kurable_failures WHERE key = ?", (change.key,))
                     continue
                 version = version_of(self.view, change.value)
                 seen = db.execute(
@@ -223,7 +237,14 @@ class ViewDatabase:
                     row = row_of(self.view, change.value)
                 except expressions.ExpressionError as e:
                     failed.append(f"{change.key}: {e}")
+                    who = source_name(self.view, change.value) or change.key
+                    db.execute(
+                        "INSERT OR REPLACE INTO _kurable_failures VALUES (?, ?)",
+                        (change.key, f"{who}: {e}"),
+                    )
                     row = None
+                else:
+                    db.execute("DELETE FROM _kurable_failures WHERE key = ?", (change.key,))
                 if row is None:
                     db.execute(f"DELETE FROM {table} WHERE _key = ?", (change.key,))
                 else:
@@ -248,6 +269,17 @@ class ViewDatabase:
         ]
         db.executemany(f"DELETE FROM {table} WHERE _key = ?", [(k,) for k in gone])
         db.executemany("DELETE FROM _kurable_sources WHERE key = ?", [(k,) for k in gone])
+        db.executemany("DELETE FROM _kurable_failures WHERE key = ?", [(k,) for k in gone])
+
+    def failures(self) -> tuple[int, str]:
+        """How many sources have no row because an expression failed on their last
+        version, and the problem of the first of them (by key; "" when none), as
+        `<entity|run> <name>: <what failed>`."""
+        count = int(self._db.execute("SELECT count(*) FROM _kurable_failures").fetchone()[0])
+        first = self._db.execute(
+            "SELECT problem FROM _kurable_failures ORDER BY key LIMIT 1"
+        ).fetchone()
+        return count, str(first[0]) if first else ""
 
     def query(
         self,

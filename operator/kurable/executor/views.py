@@ -75,6 +75,10 @@ class ViewState:
     lag: int
     rows: int
     message: str = ""
+    failed: int = 0
+    """Sources without a row because an expression failed on them."""
+    problem: str = ""
+    """The first of those failures (`<entity|run> <name>: <what failed>`)."""
 
 
 def verdict(namespace: str, name: str, spec: Mapping[str, Any]) -> tuple[Plan, list[ViewError]]:
@@ -277,8 +281,12 @@ class Generation:
 
     async def state(self) -> ViewState:
         lag = await streams.lag(self.etcd, self.stream, self.applied)
-        rows = await self.call(self.db.rows) if self._db is not None else 0
-        return ViewState("Ready" if self.built.is_set() else "Building", self.applied, lag, rows)
+        rows, (failed, problem) = 0, (0, "")
+        if self._db is not None:
+            rows = await self.call(self.db.rows)
+            failed, problem = await self.call(self.db.failures)
+        phase = "Ready" if self.built.is_set() else "Building"
+        return ViewState(phase, self.applied, lag, rows, failed=failed, problem=problem)
 
 
 def _delete(path: Path) -> None:
@@ -391,6 +399,8 @@ class Views:
             current.rows,
             f"building the changed spec: offset {building.applied} of {building.target} "
             f"({done}%); queries answer from the previous spec",
+            failed=current.failed,
+            problem=current.problem,
         )
 
     async def query(

@@ -83,7 +83,7 @@ async def _show(runtime: Runtime, body: kopf.Body) -> None:
         "generation"
     ):
         return
-    await _patch(runtime, body, patch, state.phase, state.message)
+    await _patch(runtime, body, patch, state.phase, state.message, state.failed, state.problem)
 
 
 def _status(state: ViewState) -> dict[str, Any]:
@@ -93,11 +93,18 @@ def _status(state: ViewState) -> dict[str, Any]:
         "offset": state.offset,
         "lag": state.lag,
         "rows": state.rows,
+        "failed": state.failed,
     }
 
 
 async def _patch(
-    runtime: Runtime, body: kopf.Body, patch: dict[str, Any], phase: str, message: str
+    runtime: Runtime,
+    body: kopf.Body,
+    patch: dict[str, Any],
+    phase: str,
+    message: str,
+    failed: int = 0,
+    problem: str = "",
 ) -> None:
     meta = body["metadata"]
     generation = meta.get("generation")
@@ -122,6 +129,18 @@ async def _patch(
             "True" if phase == "Invalid" else "False",
             phase,
             message if phase == "Invalid" else "",
+            generation,
+            previous,
+            now,
+        ),
+        updated_condition(
+            "Degraded",
+            "True" if failed else "False",
+            "ExpressionFailed" if failed else "Healthy",
+            f"{failed} source(s) have no row because an expression failed on them; the first: "
+            f"{problem} (fix the View's expressions, or the source)"
+            if failed
+            else "",
             generation,
             previous,
             now,

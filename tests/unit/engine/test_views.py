@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kurable.engine.views import ViewError, bind, plan, problems, row_of
+from kurable.engine.views import ViewError, bind, from_sql, plan, problems, row_of
 
 WALLETS = {
     "source": {"entityType": "wallet"},
@@ -71,3 +71,22 @@ def test_params_are_converted_defaulted_and_bounded() -> None:
         bind(query, {"min": "ten"})
     with pytest.raises(ViewError, match=r"params\.max: query richest has no such parameter"):
         bind(query, {"min": 1, "max": 2})
+
+
+def test_a_parameter_named_like_the_endpoints_own_query_names_is_refused() -> None:
+    richest = WALLETS["queries"]["richest"]
+    for name in ("continue", "minOffset"):
+        sql = f"SELECT owner FROM wallets WHERE balance >= :{name}"
+        spec = {
+            **WALLETS,
+            "queries": {"q": {"sql": sql, "params": {name: {"type": "integer"}}}, "r": richest},
+        }
+        found = problems(plan("ns", "wallets", spec))
+        assert [p.path for p in found] == [f"spec.queries.q.params.{name}"]
+        assert "rename the parameter" in found[0].message
+
+
+def test_a_blob_in_a_result_row_is_its_base64_text() -> None:
+    view = plan("ns", "wallets", WALLETS)
+    row = from_sql(view, ["owner", "b", "empty"], ("alice", b"\xff\x00kur", b""))
+    assert row == {"owner": "alice", "b": "/wBrdXI=", "empty": ""}

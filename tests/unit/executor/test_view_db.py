@@ -50,6 +50,23 @@ def test_a_resume_forgets_the_sources_that_are_gone_with_its_changes(tmp_path: P
     assert db.rows() == 2
 
 
+def test_sources_whose_expressions_fail_are_counted_until_a_later_version_computes(
+    tmp_path: Path,
+) -> None:
+    view = plan("ns", "wallets", WALLETS)
+    db = ViewDatabase(view, tmp_path / "w.sqlite")
+    broken = {**wallet("a", 10, 1), "state": {"balance": "ten"}}  # `balance > 0` fails
+    db.apply([Change("a", 5, broken), Change("b", 5, wallet("b", 20, 1))], 5)
+    count, problem = db.failures()
+    assert (count, db.rows()) == (1, 1) and problem.startswith("entity a: "), problem
+    db.apply([Change("a", 6, wallet("a", 30, 2))], 6)
+    assert db.failures() == (0, "") and db.rows() == 2
+    db.apply([Change("b", 7, {**wallet("b", 1, 2), "state": {}})], 7)
+    assert db.failures()[0] == 1
+    db.apply([Change("b", 8, None)], 8)  # deleted: nothing left to fix
+    assert db.failures() == (0, "")
+
+
 def test_pages_stop_at_the_cap(tmp_path: Path) -> None:
     view = plan("ns", "wallets", WALLETS)
     db = ViewDatabase(view, tmp_path / "w.sqlite")

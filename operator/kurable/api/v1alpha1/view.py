@@ -101,9 +101,12 @@ class ViewStatus(Model):
     """Stream items not yet applied."""
     rows: int | None = None
     """Rows in the table."""
+    failed: int | None = None
+    """Sources (entities or runs) without a row because an expression failed on them
+    (condition Degraded names the first)."""
     observed_generation: int | None = None
     """The metadata.generation validated."""
     conditions: Conditions | None = None
-    """Ready, Building, Invalid."""
+    """Ready, Building, Invalid, Degraded."""
     kopf: JSONObject | None = None
     """The framework's own bookkeeping (kopf)."""
