@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from kurable.testing import ControlPlane, EndpointProcess, OperatorProcess
 from tests.conftest import ROOT
@@ -369,6 +370,14 @@ def test_a_view_over_runs_and_the_shop_example(
         check=True,
     )
     assert json.loads(printed.stdout) == [{"name": "pen", "price": 3, "stock": 9}]
+    cheapest = [KURABLE, "query", "view/products", "cheapest", "--param", "qty=1"]
+    as_yaml = subprocess.run(
+        [*cheapest, "-n", namespace, "-o", "yaml", *auth],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert yaml.safe_load(as_yaml.stdout) == [{"name": "pen", "price": 3, "stock": 9}]
     refused = subprocess.run(
         [KURABLE, "query", "view/products", "cheapest", "-n", namespace, *auth],
         capture_output=True,

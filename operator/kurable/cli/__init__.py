@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     history.add_argument("ref", metavar="workflow/NAME|entity/NAME")
     history.add_argument("--namespace", "-n", default=None)
-    history.add_argument("--output", "-o", choices=["table", "json"], default="table")
+    history.add_argument("--output", "-o", choices=["table", *DATA_FORMATS], default="table")
     add_endpoint_flags(history)
     history.set_defaults(func=_lazy("_inspect", "history"))
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from ._client import connect
 from ._errors import UserError
+from ._output import DATA_FORMATS, print_data
 from ._table import table
 
 ENTITY_KINDS = ("entity", "entities", "ent")
@@ -70,8 +71,8 @@ def history(args: argparse.Namespace) -> int:
     name = _entity_name(args.ref)
     with connect(args) as client:
         events = client.history(args.namespace, name)
-    if args.output == "json":
-        print(json.dumps(events, indent=2))
+    if args.output in DATA_FORMATS:
+        print_data(args, events)
         return 0
     rows = []
     for event in events:

@@ -18,6 +18,7 @@ from . import _entities
 from ._client import connect
 from ._errors import UserError
 from ._kube import get_object, split_ref
+from ._output import DATA_FORMATS, print_data
 from ._table import table
 
 WORKFLOW_KINDS = ("workflow", "workflows", "kwf")
@@ -46,8 +47,8 @@ def history(args: argparse.Namespace) -> int:
     _, name = split_ref(args.ref, WORKFLOW_KINDS)
     with connect(args) as client:
         raw = client.run_history(args.namespace, name)
-    if args.output == "json":
-        print(json.dumps(raw, indent=2))
+    if args.output in DATA_FORMATS:
+        print_data(args, raw)
         return 0
     records = [Record.from_json(r) for r in raw]
     rows = [

@@ -7,6 +7,7 @@ import json
 import os
 
 from ._errors import UserError
+from ._output import DATA_FORMATS, print_data
 from ._table import table
 
 VIEW_KINDS = ("view", "views", "kview")
@@ -34,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="answer only once the View includes this offset (a command reply's `offset`)",
     )
     query.add_argument("--namespace", "-n", default=None)
-    query.add_argument("--output", "-o", choices=["table", "json"], default="table")
+    query.add_argument("--output", "-o", choices=["table", *DATA_FORMATS], default="table")
     query.add_argument(
         "--endpoint",
         default=os.environ.get("KURABLE_ENDPOINT"),
@@ -75,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(e.detail) from None
     except OSError as e:
         raise UserError(f"cannot reach the endpoint {args.endpoint}: {e}") from None
-    if args.output == "json":
-        print(json.dumps(rows, indent=2))
+    if args.output in DATA_FORMATS:
+        print_data(args, rows)
     else:
         columns = list(rows[0]) if rows else []
         lines = table(

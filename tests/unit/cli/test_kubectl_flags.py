@@ -46,7 +46,9 @@ def test_commands_that_print_data_take_o_json_or_yaml_and_the_others_do_not() ->
         flags = command._option_string_actions
         if name in NO_DATA | NO_CLUSTER:
             assert "-o" not in flags or name == "crds", f"kurable {name} prints no data"
-        elif name not in ("history", "query"):  # their own -o table|json
+        elif name in ("history", "query"):  # a table by default
+            assert set(flags["-o"].choices or ()) == {"table", "json", "yaml"}, name
+        else:
             assert set(flags["-o"].choices or ()) == {"json", "yaml"}, name
 
 
