@@ -151,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument(
         "--state-dir",
         default=".kurable/dev",
-        help="where certificates, etcd data, kubeconfig and logs live",
+        metavar="DIR",
+        help="where certificates, etcd data, kubeconfig, logs and the env file live "
+        "(default: .kurable/dev)",
     )
     dev.add_argument(
         "--no-operator",

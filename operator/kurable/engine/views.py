@@ -160,7 +160,7 @@ def problems(view: Plan) -> list[ViewError]:
         try:
             expressions.check_names(view.where, names, "spec.where")
         except expressions.ExpressionError as e:
-            found.append(ViewError("spec.where", str(e)))
+            found.append(ViewError("spec.where", _what(e)))
     for column in view.columns:
         at = f"spec.columns.{column.name}"
         if column.name in RESERVED_COLUMNS:
@@ -168,7 +168,7 @@ def problems(view: Plan) -> list[ViewError]:
         try:
             expressions.check_names(column.value, names, f"{at}.value")
         except expressions.ExpressionError as e:
-            found.append(ViewError(f"{at}.value", str(e)))
+            found.append(ViewError(f"{at}.value", _what(e)))
     for query in view.queries.values():
         for param in query.params:
             if param.name in RESERVED_PARAMS:
@@ -185,6 +185,11 @@ def problems(view: Plan) -> list[ViewError]:
             if column_name not in known:
                 found.append(ViewError(f"spec.indexes[{i}]", f"no column {column_name!r} to index"))
     return found
+
+
+def _what(error: expressions.ExpressionError) -> str:
+    """The error without its location (the ViewError's path says where)."""
+    return f"expression {error.expression!r}: {error.problem}"
 
 
 def context_of(view: Plan, value: Mapping[str, Any]) -> dict[str, Any]:

@@ -58,6 +58,7 @@ def test_a_bad_column_expression_is_named() -> None:
     found = problems(plan("ns", "wallets", spec))
     assert [p.path for p in found] == ["spec.columns.owner.value"]
     assert "run" in found[0].message
+    assert str(found[0]).count("spec.columns.owner.value") == 1, str(found[0])
 
 
 def test_params_are_converted_defaulted_and_bounded() -> None:
