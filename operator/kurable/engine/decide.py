@@ -343,7 +343,12 @@ def backoff_delay(retry: Retry, attempt: int, key: str) -> timedelta:
     # To a timedelta's whole microseconds: the nearest one, but never above the cap's own
     # (the epsilon absorbs a float product such as 8.011 * 1e6 = 8010999.999999999).
     cap_micros = math.floor(cap * 1_000_000 + 1e-6)
-    return timedelta(microseconds=min(round(seconds * 1_000_000), cap_micros))
+    micros = min(round(seconds * 1_000_000), cap_micros)
+    # Past 2**53 microseconds (about 285 years) a float cannot hold every microsecond:
+    # step down until the delay, read back as seconds, is not above the cap (a few steps).
+    while micros > 0 and micros / 1_000_000 > cap:
+        micros -= 1
+    return timedelta(microseconds=micros)
 
 
 def retry_policy(state: RunState, step: Step) -> Retry:

@@ -156,3 +156,13 @@ def test_a_delay_capped_at_max_is_max_to_the_microsecond_never_above(
     backoff = Backoff(initial=longest, factor=2, max=longest, jitter=0)
     delay = decide.backoff_delay(Retry(max_attempts=3, backoff=backoff), 2, "uid/step")
     assert delay.total_seconds() == seconds
+
+
+def test_a_cap_of_centuries_is_not_exceeded_where_floats_skip_microseconds() -> None:
+    # Found by the property above: 19e9 s is past 2**53 microseconds, where the nearest
+    # float to the cap in microseconds lay above the cap itself.
+    backoff = Backoff(initial="1s", factor=8.0, max="0.253ms19000000000.1s", jitter=0.0)
+    retry = Retry(max_attempts=MAX_ATTEMPTS, backoff=backoff)
+    delay = decide.backoff_delay(retry, 14, "").total_seconds()
+    assert delay <= duration_seconds(backoff.max)
+    assert delay > duration_seconds(backoff.max) - 1e-5
