@@ -25,8 +25,9 @@ endpoint adds: the difference of the p50s and, for one sender, the median of the
 differences between each command and its in-process neighbour (paired). The HTTP floor row
 is a `GET /healthz` through the same client (what any request costs).
 Timings belong here, never in pass/fail tests. `--profile FILE` samples the cached
-endpoint with py-spy (`pip install py-spy`) during its runs and writes the share of
-samples per function (inclusive, from py-spy's collapsed stacks) to FILE.
+endpoint with py-spy (`pip install py-spy`) during its runs (with one sender, the whole
+alternating phase) and writes the share of samples per function (inclusive, from py-spy's
+collapsed stacks) to FILE.
 """
 
 from __future__ import annotations

@@ -83,6 +83,13 @@ def entity(name: str, type_: str, state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def wallets(cp: ControlPlane, namespace: str, balances: dict[str, int]) -> None:
+    """The wallet EntityType and a wallet per name with its opening balance."""
+    apply(cp, namespace, WALLET)
+    for name, balance in balances.items():
+        apply(cp, namespace, entity(name, "wallet", {"balance": balance}))
+
+
 @pytest.fixture(scope="module")
 def endpoint(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
@@ -132,9 +139,7 @@ def test_rows_follow_commands_and_a_query_with_min_offset_reads_its_writes(
     namespace: str,
 ) -> None:
     cp = control_plane
-    apply(cp, namespace, WALLET)
-    apply(cp, namespace, entity("alice", "wallet", {"balance": 10}))
-    apply(cp, namespace, entity("bob", "wallet", {"balance": 0}))
+    wallets(cp, namespace, {"alice": 10, "bob": 0})
     apply(cp, namespace, wallets_view())
     created(cp, namespace, "alice", "bob")
     shop = Shop(cp, endpoint, namespace)
@@ -173,8 +178,7 @@ def test_bad_views_and_queries_are_refused_with_the_field_named(
     namespace: str,
 ) -> None:
     cp = control_plane
-    apply(cp, namespace, WALLET)
-    apply(cp, namespace, entity("alice", "wallet", {"balance": 10}))
+    wallets(cp, namespace, {"alice": 10})
     apply(cp, namespace, wallets_view())
     shop = Shop(cp, endpoint, namespace)
     missing = shop.query("wallets", "richest")
@@ -235,9 +239,7 @@ def test_a_spec_change_builds_beside_and_switches_without_a_failed_query(
     namespace: str,
 ) -> None:
     cp = control_plane
-    apply(cp, namespace, WALLET)
-    for i in range(5):
-        apply(cp, namespace, entity(f"w{i}", "wallet", {"balance": i + 1}))
+    wallets(cp, namespace, {f"w{i}": i + 1 for i in range(5)})
     apply(cp, namespace, wallets_view())
     created(cp, namespace, *(f"w{i}" for i in range(5)))
     shop = Shop(cp, endpoint, namespace)
@@ -394,10 +396,8 @@ def test_rows_after_a_sigkill_during_materialization_equal_a_fresh_rebuild(
     tmp_path: Path,
 ) -> None:
     cp = control_plane
-    apply(cp, namespace, WALLET)
     names = [f"k{i}" for i in range(4)]
-    for name in names:
-        apply(cp, namespace, entity(name, "wallet", {"balance": 1}))
+    wallets(cp, namespace, dict.fromkeys(names, 1))
     apply(cp, namespace, wallets_view())
     created(cp, namespace, *names)
     shop = Shop(cp, endpoint, namespace)
@@ -537,9 +537,7 @@ def test_blobs_answer_as_base64_and_sources_whose_expressions_fail_are_shown(
     namespace: str,
 ) -> None:
     cp = control_plane
-    apply(cp, namespace, WALLET)
-    apply(cp, namespace, entity("alice", "wallet", {"balance": 10}))
-    apply(cp, namespace, entity("bob", "wallet", {"balance": 20}))
+    wallets(cp, namespace, {"alice": 10, "bob": 20})
     view = wallets_view(
         columns={
             "owner": {"type": "string", "value": "${ entity.name }"},
