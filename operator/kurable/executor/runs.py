@@ -723,7 +723,10 @@ class Run:
         )
         # Which replica drives the run (`kubectl get -o wide` shows the spread).
         status["executor"] = self.runtime.fence.executor
-        if self.last_status is not None and _same(status, self.last_status):
+        if _same(status, previous):
+            # Written already: by this task, or (a run taken back after a restart or
+            # from another replica) as the object shows it.
+            self.last_status = status
             return
         await self.runtime.patch_status(WORKFLOW, self.ref.namespace, self.ref.name, status)
         # Terminal phases are announced when their record commits (see _announce).

@@ -148,18 +148,24 @@ class Fence:
 
     async def claim(self, uid: str) -> str | None:
         """Take the run `uid`; return None when this executor holds it now, else the id of
-        the live executor that holds it."""
+        the live executor that holds it.
+
+        One transaction when nobody holds the run or this incarnation does, two when a
+        dead incarnation of this executor's own slot does (the usual case after a
+        restart: no reads in between), more only when another slot's holder must be
+        looked up."""
         owner = keys.owner(self.prefix, uid).encode()
         tx = self.client.transactions
-        ok, _ = await self.client.transaction(
+        ok, responses = await self.client.transaction(
             compare=[tx.create(owner) == 0],
             success=[tx.put(owner, self.id.encode())],
-            failure=[],
+            failure=[tx.get(owner)],
         )
         if ok:
             return None
+        found = responses[0]
+        current: str | None = found[0][0].decode() if found else None
         for _ in range(3):  # the holder may change under us: look again
-            current = await self.client.get(owner)
             if current is None:
                 ok, _ = await self.client.transaction(
                     compare=[tx.create(owner) == 0],
@@ -167,31 +173,36 @@ class Fence:
                     failure=[],
                 )
             else:
-                holder: str = current.value.decode()
-                if holder == self.id:
+                if current == self.id:
                     return None
-                dead = await self._dead_holder(holder)
+                dead = await self._dead_holder(current)
                 if dead is None:
-                    return holder
+                    return current
                 ok, _ = await self.client.transaction(
-                    compare=[tx.value(owner) == holder.encode(), *dead],
+                    compare=[tx.value(owner) == current.encode(), *dead],
                     success=[tx.put(owner, self.id.encode())],
                     failure=[],
                 )
-                if ok:
-                    log.info("took run %s over from executor %s (gone)", uid, holder)
+                if ok and current.partition("/")[0] != self.executor:
+                    log.info("took run %s over from executor %s (gone)", uid, current)
             if ok:
                 return None
+            got = await self.client.get(owner)
+            current = None if got is None else got.value.decode()
         return "(changing meanwhile)"
 
     async def _dead_holder(self, holder: str) -> list[Any] | None:
         """Comparisons that hold while executor `holder` (an id) stays dead; None when it
         is alive. Alive: its executor key holds that incarnation, or (a previous
-        version's owner) its old-format key `executors/<id>` exists."""
+        version's owner) its old-format key `executors/<id>` exists. An earlier
+        incarnation of this executor's own slot is dead while this one lives (a slot has
+        one live process at most): no read is needed."""
         tx = self.client.transactions
         slot = holder.partition("/")[0]
         key = keys.executor(self.prefix, slot).encode()
         old = keys.executor(self.prefix, holder).encode()
+        if slot == self.executor:
+            return [tx.value(key) == self.id.encode(), tx.create(old) == 0]
         live = await self.client.get(key)
         if live is not None and live.value.decode() == holder:
             return None
