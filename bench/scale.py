@@ -11,7 +11,9 @@ Running and after the idle window; the operator's RSS; the operator's and the AP
 server's CPU over `--idle` seconds at rest; after a SIGKILL of the operator and a
 restart under the same executor id, the time until every run is held again by the new
 incarnation (its owner key names it); then the time for `--signalled` runs to finish
-after their signals. Figures, never pass/fail.
+after their signals. Figures, never pass/fail. `--profile FILE` samples the restarted
+operator with py-spy from its start until every run is held again (the raw stacks in
+FILE, the summary of bench/hotspots.py on stdout).
 """
 
 from __future__ import annotations
@@ -19,13 +21,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from hotspots import summarise
 from kube import Kube, bounded, children, cpu_seconds, percentile, rss_mb
+from peers import start_profiler
 
 from kurable.api import crd
 from kurable.store.journal import EtcdConfig, connect
@@ -177,7 +182,15 @@ async def one_scale(cp: ControlPlane, work: Path, n: int, args: argparse.Namespa
         second = OperatorProcess(cp.env(), work / f"operator-{n}-b.log", extra_args=extra)
         second.start(wait=False)
         assert second.process is not None
+        profiler = None
+        if args.profile:
+            profiler = start_profiler(second.process.pid, Path(f"{args.profile}.{n}"))
         back, moved = await held_again(cp.etcd_endpoint, held, n, args.timeout)
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(30)
+            print(f"# restart profile, N = {n} ({args.profile}.{n})")
+            print(summarise(Path(f"{args.profile}.{n}")))
         lines.append(
             f"  all held again after SIGKILL    {back:8.1f} s after the restart"
             f" ({moved} of {n} by the new incarnation)"
@@ -228,6 +241,7 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=30.0, help="seconds at rest measured")
     parser.add_argument("--signalled", type=int, default=100)
     parser.add_argument("--timeout", type=float, default=600.0, help="per wait, seconds")
+    parser.add_argument("--profile", metavar="FILE", help="py-spy the restart into FILE.N")
     args = parser.parse_args()
     for n in (int(x) for x in args.runs.split(",")):
         with tempfile.TemporaryDirectory() as tmp:

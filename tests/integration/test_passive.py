@@ -34,14 +34,14 @@ def report(operator: OperatorProcess) -> dict[str, Any]:
     return dict(probes.get("resync") or {})
 
 
-def passive(operator: OperatorProcess) -> dict[str, Any]:
-    """Wait until the operator parks a run and drives none. (Whether a timer already
-    fired depends on the machine's speed: the timed run may be parked or done.)"""
+def passive(operator: OperatorProcess, parked: int = 1) -> dict[str, Any]:
+    """Wait until the operator parks `parked` runs and drives none. (Whether a timer
+    already fired depends on the machine's speed: the timed run may be parked or done.)"""
     return eventually(
         lambda: report(operator),
-        lambda r: r.get("passive", 0) >= 1 and r.get("driven") == 0,
+        lambda r: r.get("passive", 0) >= parked and r.get("driven") == 0,
         90,
-        "a parked run and none driven",
+        f"{parked} parked runs and none driven",
     )
 
 
@@ -95,13 +95,16 @@ def test_a_waiting_run_holds_no_task_and_wakes_on_its_signal_and_timer_also_afte
             manifest["metadata"]["name"] += "-again"
             manifest["spec"]["steps"][0].get("sleep", {}).update(duration="30s")
             apply(cp, namespace, manifest)
-        passive(first)
+        passive(first, parked=2)  # the 30 s timer cannot have fired yet
+        versions = resource_versions(cp, namespace)
     finally:
         first.kill()
 
     second = isolated.operator("passive-test").start()
     try:
-        passive(second)  # kopf's listing brought them back, and they parked again
+        passive(second, parked=2)  # kopf's listing brought them back, and they parked again
+        # Taken back without a write: their status already said what it would say.
+        assert resource_versions(cp, namespace) == versions
         cp.kubectl(
             "annotate",
             "-n",
@@ -196,3 +199,13 @@ def _replay(custom: client.CustomObjectsApi, namespace: str, since: str) -> list
             timeout_seconds=2,
         )
     )
+
+
+def resource_versions(cp: ControlPlane, namespace: str) -> dict[str, str]:
+    """The resourceVersion of each waiting run left (the first ones finished)."""
+    listed = json.loads(cp.kubectl("get", "workflows", "-n", namespace, "-o", "json").stdout)
+    return {
+        item["metadata"]["name"]: item["metadata"]["resourceVersion"]
+        for item in listed["items"]
+        if item["metadata"]["name"].endswith("-again")
+    }

@@ -668,3 +668,15 @@ async def save_snapshot(config: EtcdConfig, target: Path) -> None:
     finally:
         await client.close()
     partial.rename(target)
+
+
+async def raw_range(client: aetcd.Client, request: Any) -> Any:
+    """A raw Range call (an `rpc.RangeRequest`: aetcd's helpers cannot set
+    min_mod_revision, limit or count_only); gRPC errors become aetcd's exceptions, as
+    from its own calls."""
+    await client.connect()
+    try:
+        return await client.kvstub.Range(request, timeout=client._timeout, metadata=client.metadata)
+    except rpc.AioRpcError as e:
+        aetcd.exceptions._handle_exception(e)
+        raise

@@ -32,7 +32,7 @@ from kurable.engine.run_changes import INLINE_TEMPLATE
 from kurable.engine.sizes import CHUNK_BYTES, canonical_json, chunks
 
 from . import keys
-from .etcd import EtcdAuthError, EtcdClient, EtcdTLSError, SyncChannel
+from .etcd import EtcdAuthError, EtcdClient, EtcdTLSError, SyncChannel, raw_range
 from .etcd import EtcdConfig as EtcdConfig  # re-exported: where callers have found them
 from .etcd import connect as connect
 
@@ -394,34 +394,35 @@ class Journal:
 
     async def load(self, uid: str, after: int = -1) -> tuple[list[Record], int]:
         """All records of a run (those with a seq above `after`), in order, and the etcd
-        revision they were read at.
+        revision of the last of them (the revision the journal was read at when none).
 
-        Read in batches (the keys first, then at most `LOAD_BATCH` records per request),
-        so that a long journal never exceeds the client's 4 MiB response limit; a record
-        stored in chunks is reassembled from them. Raises ValueError when a chunked
-        record's chunks are missing or do not add up."""
-        listing = await self.client.get_prefix(
-            keys.journal(self.prefix, uid).encode(),
-            sort_order="ascend",
-            sort_target="key",
-            keys_only=True,
-        )
-        revision = int(listing.header.revision)
-        first = keys.journal_record(self.prefix, uid, after + 1).encode()
-        slots = [kv.key for kv in listing if after < 0 or kv.key >= first]
-        records = []
-        for start in range(0, len(slots), LOAD_BATCH):
-            batch = slots[start : start + LOAD_BATCH]
-            # Records are immutable once committed: reading them after the listing is safe.
-            result = await self.client.get_range(
-                batch[0], batch[-1] + b"\0", sort_order="ascend", sort_target="key"
+        Read in pages of `LOAD_BATCH` records at one revision (one request for most
+        journals), so that a long journal never exceeds the client's 4 MiB response
+        limit; a record stored in chunks is reassembled from them. Raises ValueError when
+        a chunked record's chunks are missing or do not add up."""
+        prefix = keys.journal(self.prefix, uid)
+        start = (
+            keys.journal_record(self.prefix, uid, after + 1) if after >= 0 else prefix
+        ).encode()
+        end = keys.range_end(prefix).encode()
+        records: list[Record] = []
+        read_at, last = 0, 0
+        while True:
+            # Records are immutable once committed; the pages are read at one revision.
+            response = await raw_range(
+                self.client,
+                rpc.RangeRequest(key=start, range_end=end, limit=LOAD_BATCH, revision=read_at),
             )
-            for kv in result:
+            read_at = read_at or int(response.header.revision)
+            for kv in response.kvs:
                 raw = json.loads(kv.value)
                 if isinstance(raw, dict) and CHUNKED in raw:
                     raw = json.loads(await self._reassemble(uid, raw[CHUNKED]))
                 records.append(Record.from_json(raw))
-        return records, revision
+                last = max(last, int(kv.mod_revision))
+            if not response.more or not response.kvs:
+                return records, last or read_at
+            start = bytes(response.kvs[-1].key) + b"\0"
 
     async def append(
         self, uid: str, record: Record, fence: Fence, change: RunChange | None = None

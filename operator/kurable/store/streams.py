@@ -34,6 +34,7 @@ from aetcd import exceptions as etcd_errors
 from aetcd import rpc
 
 from . import keys
+from .etcd import raw_range
 
 log = logging.getLogger(__name__)
 
@@ -81,17 +82,6 @@ def _item(kv: Any, deleted: bool = False) -> StreamItem:
     )
 
 
-async def _range(client: aetcd.Client, request: Any) -> Any:
-    """A raw Range call (aetcd's helpers cannot set min_mod_revision, limit or count_only);
-    gRPC errors become aetcd's exceptions, as from its own calls."""
-    await client.connect()
-    try:
-        return await client.kvstub.Range(request, timeout=client._timeout, metadata=client.metadata)
-    except rpc.AioRpcError as e:
-        etcd_errors._handle_exception(e)
-        raise
-
-
 async def read(client: aetcd.Client, prefix: str, after: int, limit: int) -> list[StreamItem]:
     """The items of the stream `prefix` with an offset above `after`, ascending (one
     revision's items by key), at most `limit` of them (at least 1) -- but never part of one
@@ -108,7 +98,7 @@ async def read(client: aetcd.Client, prefix: str, after: int, limit: int) -> lis
         min_mod_revision=after + 1,
         limit=limit + 1,
     )
-    kvs = sorted((await _range(client, request)).kvs, key=_order)
+    kvs = sorted((await raw_range(client, request)).kvs, key=_order)
     if len(kvs) <= limit:
         return [_item(kv) for kv in kvs]
     last = int(kvs[limit - 1].mod_revision)
@@ -121,7 +111,7 @@ async def read(client: aetcd.Client, prefix: str, after: int, limit: int) -> lis
         min_mod_revision=last,
         max_mod_revision=last,
     )
-    return [_item(kv) for kv in (await _range(client, request)).kvs]
+    return [_item(kv) for kv in (await raw_range(client, request)).kvs]
 
 
 class Cursor:
@@ -175,7 +165,7 @@ class Cursor:
         kept: list[Any] = []
         while True:
             request = rpc.RangeRequest(key=start, range_end=end, limit=SCAN_PAGE, revision=revision)
-            response = await _range(self.client, request)
+            response = await raw_range(self.client, request)
             revision = revision or int(response.header.revision)
             for kv in response.kvs:
                 offset = int(kv.mod_revision)
@@ -199,7 +189,7 @@ class Cursor:
             min_mod_revision=max(after, self._revision) + 1,
         )
         try:
-            response = await _range(self.client, request)
+            response = await raw_range(self.client, request)
         except (asyncio.CancelledError, etcd_errors.ConnectionFailedError):
             raise
         except Exception as e:
@@ -258,7 +248,7 @@ async def head(client: aetcd.Client, prefix: str) -> int:
         keys_only=True,
         limit=1,
     )
-    response = await _range(client, request)
+    response = await raw_range(client, request)
     return int(response.kvs[0].mod_revision) if response.kvs else 0
 
 
@@ -272,7 +262,7 @@ async def first(client: aetcd.Client, prefix: str) -> int:
         keys_only=True,
         limit=1,
     )
-    response = await _range(client, request)
+    response = await raw_range(client, request)
     return int(response.kvs[0].mod_revision) if response.kvs else 0
 
 
@@ -286,7 +276,7 @@ async def sources(client: aetcd.Client, prefix: str) -> frozenset[str]:
         request = rpc.RangeRequest(
             key=key, range_end=end, limit=SCAN_PAGE, revision=revision, keys_only=True
         )
-        response = await _range(client, request)
+        response = await raw_range(client, request)
         revision = revision or int(response.header.revision)
         found.update(kv.key.decode()[len(prefix) :].split("/", 1)[0] for kv in response.kvs)
         if not response.more or not response.kvs:
@@ -303,7 +293,7 @@ async def lag(client: aetcd.Client, prefix: str, after: int) -> int:
         min_mod_revision=after + 1,
         keys_only=True,
     )
-    response = await _range(client, request)
+    response = await raw_range(client, request)
     return len(response.kvs)
 
 

@@ -11,7 +11,7 @@ import aetcd
 from aetcd import rpc
 
 from . import keys
-from .streams import _range
+from .etcd import raw_range
 
 PAGE = 1000
 """Keys per range request (a response must stay under the client's 4 MiB)."""
@@ -44,7 +44,7 @@ async def entity_snapshots(
     present: set[str] = set()
     while True:
         request = rpc.RangeRequest(key=key, range_end=end, limit=PAGE, revision=revision)
-        response = await _range(client, request)
+        response = await raw_range(client, request)
         revision = revision or int(response.header.revision)
         for kv in response.kvs:
             name = kv.key.decode()
