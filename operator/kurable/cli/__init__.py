@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="list the Workflows this often, so that runs keep moving when kopf's watch goes "
         "silent, adopt runs no daemon drives, and fail the liveness probe when the watch "
-        "missed something; 0: never ($KURABLE_RESYNC_INTERVAL, 30)",
+        "missed something; with many runs, less often (at most 100 Workflows listed per "
+        "second on average); 0: never ($KURABLE_RESYNC_INTERVAL, 30)",
     )
     op.add_argument(
         "--api-timeout",

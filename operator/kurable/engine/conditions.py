@@ -31,3 +31,23 @@ def updated_condition(
         last_transition_time=now if changed else old.get("lastTransitionTime", now),
         observed_generation=generation,
     )
+
+
+def same_status(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether writing status `a` over status `b` would change nothing a reader sees:
+    equal apart from the conditions' `lastTransitionTime`, a null field being the same as
+    an absent one at every depth (a JSON merge patch's null removes the field, RFC 7396,
+    so the stored object shows no key where the patch said null)."""
+    return bool(_comparable(a) == _comparable(b))
+
+
+def _comparable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {
+            k: _comparable(v)
+            for k, v in value.items()
+            if v is not None and k != "lastTransitionTime"
+        }
+    if isinstance(value, list):
+        return [_comparable(v) for v in value]
+    return value

@@ -161,6 +161,20 @@ def review(
     return Review(adopt, abandon, missed, Memory(undriven, behind))
 
 
+RESYNC_RATE = 100
+"""Objects per second that resync lists on average, at most: with many runs, listings come
+less often than the configured interval (10,000 runs: every 100 s), so that at rest they
+cost the operator and the API server the same share of a core however many runs there
+are (bench/scale.py measures it)."""
+
+
+def resync_delay(interval: float, listed: int, rate: float = RESYNC_RATE) -> float:
+    """Seconds from one listing to the next: the configured `interval`, or longer when the
+    last listing returned `listed` objects, so that no more than `rate` objects are
+    listed per second on average."""
+    return max(interval, listed / rate)
+
+
 def unheld(
     candidates: Iterable[Listed], holders: Mapping[str, str | None], fence_id: str
 ) -> list[Listed]:

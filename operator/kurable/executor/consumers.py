@@ -56,7 +56,7 @@ from kurable.api.v1alpha1 import (
 )
 from kurable.engine import consumers as engine
 from kurable.engine import expressions
-from kurable.engine.conditions import updated_condition
+from kurable.engine.conditions import same_status, updated_condition
 from kurable.engine.entities import CommandConflict, CommandRejected
 from kurable.engine.journal import now_rfc3339
 from kurable.engine.messages import EXCERPT_LIMIT, one_line
@@ -845,7 +845,7 @@ class ConsumerDriver:
             "observedGeneration": generation,
             "conditions": conditions,
         }
-        if self.last_status is not None and _same(status, self.last_status):
+        if self.last_status is not None and same_status(status, self.last_status):
             return
         await self.runtime.patch_status(CONSUMER, self.ref.namespace, self.ref.name, status)
         self.last_status = status
@@ -914,18 +914,3 @@ def _with(progress: Progress, tally: Tally) -> Progress:
     shown = replace(progress)
     _add(shown, tally)
     return shown
-
-
-def _same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    """Equal but for the conditions' transition times."""
-
-    def strip(status: Mapping[str, Any]) -> Any:
-        return {
-            **status,
-            "conditions": [
-                {k: v for k, v in c.items() if k != "lastTransitionTime"}
-                for c in status.get("conditions") or []
-            ],
-        }
-
-    return bool(strip(a) == strip(b))

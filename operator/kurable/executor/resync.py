@@ -20,6 +20,12 @@ Workflows of the namespaces it serves and
   it logs an ERROR and the liveness probe fails (`/healthz` answers 500), so that
   Kubernetes restarts the container; runs keep moving meanwhile.
 
+With many runs, the next listing waits longer than `--resync-interval` (`resync_delay`:
+at most 100 objects listed per second on average, so at rest resync costs the same
+whatever the number of runs), and the listing is read one page at a time, keeping of
+each object only what it decides on (the whole object only for the few runs a task
+drives or that may be adopted).
+
 The decisions are pure (kurable.engine.resync); this module does the I/O; the
 liveness probe that reports them is bound to kopf in kurable.handlers.operator.
 
@@ -35,7 +41,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from typing import Any
 
 from kurable.api.v1alpha1 import WORKFLOW
@@ -44,6 +50,7 @@ from kurable.engine.resync import (
     Listed,
     Memory,
     Missed,
+    resync_delay,
     review,
     serves,
     specific_namespaces,
@@ -69,7 +76,11 @@ class Resync:
         self.runtime = runtime
         self.drivers = drivers
         self.interval = settings.resync_interval
-        """Seconds between two listings."""
+        """Seconds between two listings, as configured."""
+        self.delay = self.interval
+        """Seconds before the next listing: `interval`, longer with many runs."""
+        self.listed = 0
+        """Workflows in the last listing."""
         self.namespaces = list(settings.namespaces)
         """kopf's namespace patterns; empty: cluster-wide."""
         self.adopt = settings.peering is None
@@ -115,7 +126,7 @@ class Resync:
             "adopting runs and checking the watch" if self.adopt else "refreshing runs only",
         )
         while True:
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(self.delay)
             try:
                 await self.once()
             except asyncio.CancelledError:
@@ -123,6 +134,10 @@ class Resync:
             except Exception as e:
                 self.failures += 1
                 log.warning("resync could not list the Workflows (%s: %s)", type(e).__name__, e)
+            delay = resync_delay(self.interval, self.listed)
+            if delay > self.interval and delay != self.delay:
+                log.info("%s Workflows listed: resync every %.0fs", self.listed, delay)
+            self.delay = delay
 
     async def once(self) -> None:
         """List the Workflows, refresh the runs driven here, adopt the undriven ones,
@@ -137,17 +152,24 @@ class Resync:
         # Journals read before the listing: a run journaled by then was created by
         # then, so the listing shows it unless it is gone.
         journaled = None if self.swept or not self.adopt else await self.runtime.journal.uids()
-        objects = {obj["metadata"]["uid"]: obj for obj in await self._list()}
+        listed: list[Listed] = []
+        bodies: dict[str, Mapping[str, Any]] = {}  # whole objects of runs it may adopt
+        async for page in self._pages():
+            for obj in page:
+                item = Listed.from_object(obj)
+                listed.append(item)
+                if item.uid in driven_before:
+                    ref = RunRef(item.name, item.namespace, item.uid)
+                    self.drivers.refresh(obj, ref, versions.get(item.uid, ""))
+                elif self.adopt and not (item.finished or item.deleting):
+                    bodies[item.uid] = obj
         self.resyncs += 1
-        for uid, obj in objects.items():
-            if uid in driven_before:
-                ref = RunRef(obj["metadata"]["name"], obj["metadata"]["namespace"], uid)
-                self.drivers.refresh(obj, ref, versions.get(uid, ""))
+        self.listed = len(listed)
+        objects = {item.uid for item in listed}
         if not self.adopt:
             return
         if journaled is not None:
             await self._sweep(journaled, objects)
-        listed = [Listed.from_object(obj) for obj in objects.values()]
         driven = driven_before | self.drivers.uids()
         verdict = review(
             listed,
@@ -156,7 +178,7 @@ class Resync:
             deliveries=self.deliveries,
             memory=self.memory,
             listed_at=listed_at,
-            grace=self.interval,
+            grace=self.delay,
         )
         self.memory = verdict.memory
         self._forget_deliveries(objects, listed_at)
@@ -167,21 +189,30 @@ class Resync:
         mine = [c for c in verdict.adopt if self.runtime.shards.owns(c.uid)]
         holders = {c.uid: await self.runtime.fence.holder(c.uid) for c in mine}
         for item in unheld(mine, holders, self.runtime.fence.id):
-            self._adopt(objects[item.uid], item)
+            if item.uid in bodies:
+                self._adopt(bodies[item.uid], item)
 
     async def _list(self) -> list[dict[str, Any]]:
         """The Workflows of the namespaces this operator serves, as kopf would see them."""
+        objects: list[dict[str, Any]] = []
+        async for page in self._pages():
+            objects.extend(page)
+        return objects
+
+    async def _pages(self) -> AsyncIterator[list[dict[str, Any]]]:
+        """`_list`, one page at a time."""
         if not self.namespaces:
-            return await self.runtime.list_objects(WORKFLOW, None)
+            async for page in self.runtime.list_pages(WORKFLOW, None):
+                yield page
+            return
         names = specific_namespaces(self.namespaces)
         if names is None:
             names = [n for n in await self.runtime.list_namespaces() if serves(n, self.namespaces)]
-        objects: list[dict[str, Any]] = []
         for namespace in names:
-            objects.extend(await self.runtime.list_objects(WORKFLOW, namespace))
-        return objects
+            async for page in self.runtime.list_pages(WORKFLOW, namespace):
+                yield page
 
-    def _forget_deliveries(self, objects: Mapping[str, Any], listed_at: float) -> None:
+    def _forget_deliveries(self, objects: Collection[str], listed_at: float) -> None:
         """Objects gone before the listing began need no record (their DELETED event may
         never have come: the watch was silent)."""
         for uid, delivery in list(self.deliveries.items()):
@@ -242,12 +273,12 @@ class Resync:
                 deleted,
             )
 
-    async def _sweep(self, journaled: set[str], objects: Mapping[str, Any]) -> None:
+    async def _sweep(self, journaled: set[str], objects: Collection[str]) -> None:
         """Forget the journals of runs whose Workflow is gone (deleted while no operator
         watched), among those of the namespaces this operator serves. Once per process:
         the watch's DELETED events (and `_abandon`) forget the later ones."""
         forgotten = 0
-        for uid in journaled - set(objects):
+        for uid in journaled.difference(objects):
             workflow = await self.runtime.journal.workflow_of(uid)
             if workflow is None or not self._serves(workflow.get("namespace", "")):
                 continue  # not started (a claim only), or another operator's namespace
@@ -296,6 +327,7 @@ class Resync:
             "adoptions": self.adoptions,
             "resyncs": self.resyncs,
             "resyncFailures": self.failures,
+            "resyncIntervalSeconds": round(self.delay),
         }
 
 

@@ -33,7 +33,7 @@ from kurable.api.v1alpha1 import (
 )
 from kurable.engine import children, decide, expressions, records, signals, sizes, validate
 from kurable.engine import schema as user_schema
-from kurable.engine.conditions import updated_condition
+from kurable.engine.conditions import same_status, updated_condition
 from kurable.engine.journal import (
     Record,
     RunState,
@@ -723,7 +723,7 @@ class Run:
         )
         # Which replica drives the run (`kubectl get -o wide` shows the spread).
         status["executor"] = self.runtime.fence.executor
-        if _same(status, previous):
+        if same_status(status, previous):
             # Written already: by this task, or (a run taken back after a restart or
             # from another replica) as the object shows it.
             self.last_status = status
@@ -749,15 +749,6 @@ class Run:
 
 def _version(obj: Mapping[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion", ""))
-
-
-def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Equal apart from condition timestamps."""
-    return {k: v for k, v in a.items() if k != "conditions"} == {
-        k: v for k, v in b.items() if k != "conditions"
-    } and [(c["type"], c["status"]) for c in a.get("conditions") or []] == [
-        (c["type"], c["status"]) for c in b.get("conditions") or []
-    ]
 
 
 def check_expressions(definition: WorkflowSpec | WorkflowTemplateSpec, where: str) -> None:

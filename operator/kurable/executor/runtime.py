@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -207,8 +207,17 @@ class Runtime:
         """Every object of ours of one kind in a namespace (None: in all namespaces),
         optionally only those matching `label_selector` (`key=value,...`), listed in pages
         of LIST_CHUNK."""
-        api = k8s.CustomObjectsApi(self.api)
         items: list[dict[str, Any]] = []
+        async for page in self.list_pages(kind, namespace, label_selector):
+            items.extend(page)
+        return items
+
+    async def list_pages(
+        self, kind: ResourceKind, namespace: str | None, label_selector: str | None = None
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """`list_objects` one page (LIST_CHUNK objects at most) at a time, so that a caller
+        that keeps little of each object never holds them all."""
+        api = k8s.CustomObjectsApi(self.api)
         token: str | None = None
         while True:
             page: dict[str, Any] = {"limit": LIST_CHUNK}
@@ -222,10 +231,10 @@ class Runtime:
                 listed = await api.list_namespaced_custom_object(
                     GROUP, VERSION, namespace, kind.plural, **page
                 )
-            items.extend(listed.get("items", []))
+            yield listed.get("items", [])
             token = (listed.get("metadata") or {}).get("continue")
             if not token:
-                return items
+                return
 
     async def list_namespaces(self) -> list[str]:
         """The names of all namespaces."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kurable.api.v1alpha1 import Condition
 from kurable.engine import entities as E
-from kurable.engine.conditions import updated_condition
+from kurable.engine.conditions import same_status, updated_condition
 
 
 def test_a_condition_keeps_its_transition_time_while_its_status_stays() -> None:
@@ -30,3 +30,27 @@ def test_an_entity_status_patch_clears_what_no_longer_applies_with_nulls() -> No
     assert status["message"] is None and status["lastEvent"] is None
     assert status["conditions"][0]["observedGeneration"] is None
     assert "kopf" not in status  # kopf's own bookkeeping is left alone
+
+
+def test_a_status_is_the_same_whatever_its_null_fields_and_transition_times() -> None:
+    written = {
+        "phase": "Running",
+        "output": None,
+        "steps": [{"name": "w", "phase": "Waiting", "finishedAt": None}],
+        "conditions": [
+            {"type": "Succeeded", "status": "Unknown", "lastTransitionTime": "2026-01-01T00:00:00Z"}
+        ],
+    }
+    # As stored after a merge patch: the nulls removed, another transition time.
+    stored = {
+        "phase": "Running",
+        "steps": [{"name": "w", "phase": "Waiting"}],
+        "conditions": [
+            {"type": "Succeeded", "status": "Unknown", "lastTransitionTime": "2026-01-02T00:00:00Z"}
+        ],
+    }
+    assert same_status(written, stored)
+    assert not same_status({**written, "phase": "Succeeded"}, stored)
+    assert not same_status(written, {**stored, "steps": [{"name": "w", "phase": "Running"}]})
+    moved = {**stored, "conditions": [{"type": "Succeeded", "status": "True"}]}
+    assert not same_status(written, moved)

@@ -11,6 +11,7 @@ from kurable.engine.resync import (
     Listed,
     Memory,
     Review,
+    resync_delay,
     review,
     serves,
     specific_namespaces,
@@ -200,3 +201,10 @@ def test_namespaces_are_matched_as_kopf_matches_them(
     namespace: str, patterns: list[str], served: bool
 ) -> None:
     assert serves(namespace, patterns) is served
+
+
+def test_listings_come_less_often_with_many_runs_so_resync_lists_at_most_its_rate() -> None:
+    assert resync_delay(30, 0) == 30
+    assert resync_delay(30, 3_000) == 30
+    assert resync_delay(30, 10_000) == 100
+    assert resync_delay(2, 1_000, rate=100) == 10
