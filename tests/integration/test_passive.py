@@ -162,6 +162,13 @@ def test_a_fast_run_writes_its_status_once_and_one_event_and_kopf_writes_nothing
     assert not final["metadata"].get("finalizers")
     assert "kopf" not in final["status"]
     assert [e.reason for e in events.items] == ["Succeeded"]
+    # Its journal is one transaction: the start and every step follow at once.
+    records = journal(cp, final["metadata"]["uid"])
+    assert [r.type for r in records] == ["WorkflowStarted"] + ["StepCompleted"] * 3 + [
+        "WorkflowFinished"
+    ]
+    assert final["status"]["journal"]["records"] == 5
+    assert len(set(journal_revisions(cp, final["metadata"]["uid"]))) == 1
 
 
 def test_a_run_with_the_old_finalizer_loses_it_and_its_deletion_removes_the_journal(
@@ -209,3 +216,21 @@ def resource_versions(cp: ControlPlane, namespace: str) -> dict[str, str]:
         for item in listed["items"]
         if item["metadata"]["name"].endswith("-again")
     }
+
+
+def journal_revisions(cp: ControlPlane, uid: str, prefix: str = "/kurable/") -> list[int]:
+    """The etcd revision each of the run's journal records was committed at."""
+    import asyncio
+
+    from kurable.store import keys
+    from kurable.store.journal import EtcdConfig, connect
+
+    async def read() -> list[int]:
+        etcd = await connect(EtcdConfig(endpoints=cp.etcd_endpoint, prefix=prefix))
+        try:
+            listing = await etcd.get_prefix(keys.journal(prefix, uid).encode())
+            return [int(kv.mod_revision) for kv in listing]
+        finally:
+            await etcd.close()
+
+    return asyncio.run(read())

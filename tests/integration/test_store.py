@@ -244,3 +244,45 @@ def test_a_record_larger_than_one_etcd_request_is_stored_in_chunks_and_read_back
             await etcd.close()
 
     asyncio.run(scenario())
+
+
+def test_records_commit_together_as_far_as_one_request_holds_them_and_all_or_none(
+    control_plane: ControlPlane,
+) -> None:
+    prefix = f"/kurable-store-{secrets.token_hex(4)}/"
+
+    def big(seq: int) -> Record:
+        return Record(
+            seq, "StepCompleted", "2026-01-01T00:00:00.000Z", "s", 1, {"output": "x" * 700}
+        )
+
+    async def revisions(journal: Journal) -> list[int]:
+        listing = await journal.client.get_prefix(keys.journal(prefix, "run").encode())
+        return [int(kv.mod_revision) for kv in listing]
+
+    async def scenario() -> None:
+        etcd = await connect(EtcdConfig(endpoints=control_plane.etcd_endpoint, prefix=prefix))
+        fence = Fence(etcd, prefix, ttl=5)
+        await fence.start()
+        try:
+            assert await fence.claim("run") is None
+            journal = Journal(etcd, prefix, chunk_bytes=1000)
+            # Three small records: one transaction.
+            count, revision = await journal.append_all(
+                "run", [(_record(i), None) for i in range(3)], fence
+            )
+            assert count == 3
+            assert await revisions(journal) == [revision] * 3
+            # Two records of 700 bytes do not fit in 1000 together: the first goes alone.
+            count, _ = await journal.append_all("run", [(big(3), None), (big(4), None)], fence)
+            assert count == 1
+            # A taken slot: nothing of the batch is written.
+            with pytest.raises(SlotTaken):
+                await journal.append_all("run", [(_record(4), None), (_record(3), None)], fence)
+            records, _ = await journal.load("run")
+            assert [r.seq for r in records] == [0, 1, 2, 3]
+        finally:
+            await fence.stop()
+            await etcd.close()
+
+    asyncio.run(scenario())

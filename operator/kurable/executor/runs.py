@@ -47,7 +47,7 @@ from kurable.engine.passive import parks, status_write_delay, wake_fingerprint, 
 from kurable.engine.run_changes import run_change, template_of
 from kurable.engine.status import project
 from kurable.engine.tracecontext import TRACEPARENT_ANNOTATION
-from kurable.store.journal import Fenced, RunChange, SlotTaken
+from kurable.store.journal import MAX_TXN_RECORDS, Fenced, RunChange, SlotTaken
 
 from . import metrics, tracing
 from .actions import Outcome, RunRef, child, perform
@@ -380,7 +380,7 @@ class Run:
         )
         # No Event: status shows the pinned template (and the Running phase, with its
         # Event, once written); a fast run's only Event is its end.
-        await self._commit(start)
+        await self._commit(start, chain=True)
 
     async def _invalid(self, message: str) -> None:
         """End the run before it starts: `message` says what to fix."""
@@ -477,7 +477,7 @@ class Run:
                 # before the end is journaled (a crash before it repeats this).
                 await self._stop_actions()
                 await self._cancel_children(required=True, finishing=True)
-            await self._commit(decision)
+            decision = await self._commit(decision, chain=True)
             await self._publish(decision)
         elif isinstance(decision, decide.Act):
             # Perform in the background: the engine may find other work meanwhile
@@ -607,42 +607,74 @@ class Run:
         finally:
             woken.cancel()
 
-    async def _commit(self, decision: decide.Commit) -> None:
-        record = Record(
-            seq=len(self.records),
-            type=decision.type,
-            at=now_rfc3339(),
-            step=decision.step,
-            attempt=decision.attempt,
-            data=decision.data,
-            executor=self.runtime.fence.id,
-        )
-        clock = metrics.Stopwatch()
-        after = pure("reading the journal", apply, self.state, record)
+    async def _commit(self, decision: decide.Commit, chain: bool = False) -> decide.Commit:
+        """Journal `decision`, and with `chain` the decisions that follow it at once with
+        nothing to do in between (`_follows`), in one transaction (a 3-step run of `set`
+        steps is one commit after its start). Returns the last decision committed; raises
+        Fenced when this executor no longer holds the run. When a slot was taken meanwhile,
+        reads the journal again instead (it is the truth) and commits nothing."""
+        at = now_rfc3339()
         labels = (self.object.get("metadata") or {}).get("labels")
-        value = pure("describing the run's change", run_change, after, record, labels)
-        change = None
-        if value is not None:
-            namespace = str(after.workflow.get("namespace") or self.ref.namespace)
-            change = RunChange(namespace, template_of(after), value)
+        chained: list[tuple[decide.Commit, Record, RunState]] = []
+        entries: list[tuple[Record, RunChange | None]] = []
+        state = self.state
+        following: decide.Commit | None = decision
+        while following is not None and len(chained) < MAX_TXN_RECORDS:
+            record = Record(
+                seq=len(self.records) + len(chained),
+                type=following.type,
+                at=at,
+                step=following.step,
+                attempt=following.attempt,
+                data=following.data,
+                executor=self.runtime.fence.id,
+            )
+            after = pure("reading the journal", apply, state, record)
+            value = pure("describing the run's change", run_change, after, record, labels)
+            change = None
+            if value is not None:
+                namespace = str(after.workflow.get("namespace") or self.ref.namespace)
+                change = RunChange(namespace, template_of(after), value)
+            chained.append((following, record, after))
+            entries.append((record, change))
+            state = after
+            following = self._follows(after, record) if chain else None
+        clock = metrics.Stopwatch()
         try:
-            self.revision = await self.runtime.journal.append(
-                self.ref.uid, record, self.runtime.fence, change
+            count, self.revision = await self.runtime.journal.append_all(
+                self.ref.uid, entries, self.runtime.fence
             )
         except SlotTaken:
             # Someone else committed this slot; the journal is the truth: read it again.
             await self._reload()
-            return
+            return decision
         except Fenced:
             metrics.fencing_refused()
             raise
-        self.records.append(record)
-        before = self.state
-        self.state = after
-        self._observe(before, record, clock.seconds)
-        self._announce(record)
-        if children.may_abandon(record):
-            await self._cancel_children(required=False)
+        for committed, record, after in chained[:count]:
+            self.records.append(record)
+            before = self.state
+            self.state = after
+            self._observe(before, record, clock.seconds)
+            self._announce(record)
+            if children.may_abandon(record):
+                await self._cancel_children(required=False)
+            decision = committed
+        return decision
+
+    def _follows(self, state: RunState, record: Record) -> decide.Commit | None:
+        """The decision that follows `record` at once, to commit with it, if nothing is
+        to be done before it: no action in flight, no child run to cancel (the run has
+        no `workflow` step), a record after which children need no cancelling, a run not
+        finished; and the next decision is itself a commit."""
+        if state.finished or self.acting or children.may_abandon(record):
+            return None
+        if state.spec is None or children.has_children(state.spec):
+            return None
+        spec = self.object.get("spec", {})
+        flags = decide.Flags(suspend=bool(spec.get("suspend")), cancel=bool(spec.get("cancel")))
+        following = decide.next_decision(state, datetime.now(UTC), flags, busy=frozenset())
+        return following if isinstance(following, decide.Commit) else None
 
     def _observe(self, before: RunState, record: Record, seconds: float) -> None:
         """Count the committed record and make its spans: never a reason to stop the run."""

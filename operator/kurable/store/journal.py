@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -378,6 +378,10 @@ CHUNKED = "chunked"
 `{"chunked": {seq, token, count, bytes}}`. A record's own JSON never has this key."""
 
 
+MAX_TXN_RECORDS = 32
+"""Records committed in one transaction at most (etcd's `--max-txn-ops` is 128 by default:
+each record is a compare and one or two puts)."""
+
 LOAD_BATCH = 8
 """Records per read request when loading a journal: a record stored whole is at most
 `CHUNK_BYTES` (256 KiB), so a batch stays far under the client's 4 MiB response limit."""
@@ -428,35 +432,59 @@ class Journal:
         self, uid: str, record: Record, fence: Fence, change: RunChange | None = None
     ) -> int:
         """Commit `record` if its slot is empty and `fence` holds the run; return the revision.
+        Raises Fenced (this executor does not hold the run) or SlotTaken."""
+        _, revision = await self.append_all(uid, [(record, change)], fence)
+        return revision
 
-        `change` (the record changes the run's phase: kurable.engine.run_changes) is put in
-        the same transaction at `keys.run_change`, so the per-template stream of run
-        changes holds exactly the committed phase changes.
+    async def append_all(
+        self, uid: str, entries: Sequence[tuple[Record, RunChange | None]], fence: Fence
+    ) -> tuple[int, int]:
+        """Commit the first records of `entries` (consecutive seqs, each with the run change
+        it makes, if any) in one transaction, if their slots are empty and `fence` holds
+        the run: as many as fit in one request (`chunk_bytes` of records, `MAX_TXN_RECORDS`),
+        at least the first. Returns (how many were committed, the revision).
+
+        A run change (the record changes the run's phase: kurable.engine.run_changes) is
+        put in the same transaction at `keys.run_change`, so the per-template stream of
+        run changes holds exactly the committed phase changes.
 
         A record whose JSON exceeds `chunk_bytes` is first written as chunks under
-        `keys.journal_chunks` (one etcd request each), then committed as a reference to
-        them, so that no request nears etcd's `--max-request-bytes`. Chunks of a commit
-        that fails stay behind unreferenced (harmless) until `forget`."""
-        slot = keys.journal_record(self.prefix, uid, record.seq).encode()
+        `keys.journal_chunks` (one etcd request each), then committed alone as a reference
+        to them, so that no request nears etcd's `--max-request-bytes`. Chunks of a commit
+        that fails stay behind unreferenced (harmless) until `forget`. Raises Fenced (this
+        executor does not hold the run) or SlotTaken (a slot was written meanwhile)."""
         tx = self.client.transactions
-        payload = canonical_json(record.to_json())  # the bytes the size rule measures
-        if len(payload) > self.chunk_bytes:
-            payload = await self._write_chunks(uid, record.seq, payload)
-        puts = [tx.put(slot, payload)]
-        if change is not None:
-            key = keys.run_change(self.prefix, change.namespace, change.template, uid, record.seq)
-            puts.append(tx.put(key.encode(), canonical_json(change.value)))
-        ok, responses = await self.client.transaction(
-            compare=[tx.create(slot) == 0, *fence.fenced(uid)],
-            success=puts,
-            failure=[],
-        )
+        compare = [*fence.fenced(uid)]
+        puts = []
+        size = 0
+        for count, (record, change) in enumerate(entries):
+            payload = canonical_json(record.to_json())  # the bytes the size rule measures
+            large = len(payload) > self.chunk_bytes
+            full = size + len(payload) > self.chunk_bytes or count >= MAX_TXN_RECORDS
+            if count and (large or full):
+                break
+            if large:
+                payload = await self._write_chunks(uid, record.seq, payload)
+            size += len(payload)
+            slot = keys.journal_record(self.prefix, uid, record.seq).encode()
+            compare.append(tx.create(slot) == 0)
+            puts.append(tx.put(slot, payload))
+            if change is not None:
+                key = keys.run_change(
+                    self.prefix, change.namespace, change.template, uid, record.seq
+                )
+                puts.append(tx.put(key.encode(), canonical_json(change.value)))
+            if large:
+                break  # a chunked record goes alone
+        committed = len(compare) - len(fence.fenced(uid))
+        ok, responses = await self.client.transaction(compare=compare, success=puts, failure=[])
         if ok:
-            return int(responses[0].response_put.header.revision)
+            return committed, int(responses[0].response_put.header.revision)
         why = await fence.why_fenced(uid)
         if why is not None:
             raise Fenced(why)
-        raise SlotTaken(f"journal slot {record.seq} of run {uid} is taken")
+        first = entries[0][0].seq
+        raise SlotTaken(f"journal slots {first}.. of run {uid} are taken")
 
     async def _write_chunks(self, uid: str, seq: int, payload: bytes) -> bytes:
         """Write `payload` as chunks of this commit attempt; return the reference record."""
