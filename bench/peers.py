@@ -54,6 +54,7 @@ from kube import (
 
 from kurable.api import crd
 from kurable.engine.journal import parse_time
+from kurable.store import keys
 from kurable.store.journal import EtcdConfig, Journal, connect
 from kurable.testing import ControlPlane, OperatorProcess
 
@@ -81,6 +82,7 @@ class Round:
     cpu: dict[str, float] = field(default_factory=dict)
     api_writes: dict[str, int] = field(default_factory=dict)
     journal_records: int = 0
+    journal_writes: int = 0
     etcd_revisions: int = 0
 
     @property
@@ -102,6 +104,7 @@ def summary(rounds: list[Round]) -> dict[str, Any]:
     labels = {k for r in rounds for k in r.api_writes}
     out["writes"] = {k: median([r.api_writes.get(k, 0) / w for r in rounds]) for k in labels}
     out["journal"] = median([r.journal_records / (w * STEPS) for r in rounds])
+    out["journal_writes"] = median([r.journal_writes / (w * STEPS) for r in rounds])
     out["revisions"] = median([r.etcd_revisions / w for r in rounds])
     return out
 
@@ -137,19 +140,23 @@ async def etcd_revision(endpoint: str) -> int:
         await etcd.close()
 
 
-async def step_latencies(endpoint: str, uids: list[str]) -> tuple[list[float], int]:
-    """Gaps between consecutive StepCompleted commits, and the number of records."""
+async def step_latencies(endpoint: str, uids: list[str]) -> tuple[list[float], int, int]:
+    """Gaps between consecutive StepCompleted commits (0 for steps committed in one
+    transaction), the number of records and the number of journal writes (transactions:
+    distinct etcd revisions among the records)."""
     etcd = await connect(EtcdConfig(endpoints=endpoint))
     try:
         journal = Journal(etcd, "/kurable/")
         gaps: list[float] = []
-        records = 0
+        records = writes = 0
         for uid in uids:
             entries = (await journal.load(uid))[0]
             records += len(entries)
+            listing = await etcd.get_prefix(keys.journal("/kurable/", uid).encode(), keys_only=True)
+            writes += len({int(kv.mod_revision) for kv in listing})
             times = [parse_time(r.at) for r in entries if r.type == "StepCompleted"]
             gaps += [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
-        return gaps, records
+        return gaps, records, writes
     finally:
         await etcd.close()
 
@@ -194,7 +201,9 @@ async def kurable_round(
     own = ("PUT leases", "POST endpoints", "PUT endpoints")
     result.api_writes = {k: v for k, v in requests.items() if v and k not in own}
     result.etcd_revisions = await etcd_revision(cp.etcd_endpoint) - revision_before
-    result.steps, result.journal_records = await step_latencies(cp.etcd_endpoint, uids)
+    result.steps, result.journal_records, result.journal_writes = await step_latencies(
+        cp.etcd_endpoint, uids
+    )
     return result
 
 
@@ -563,7 +572,8 @@ def report(
         detail = ", ".join(f"{n} {v:.2f}" for n, v in sorted(k["writes"].items()) if v)
         print(f"API writes/run after create, {label}: {total:.2f}  ({detail})")
         print(
-            f"journal records/step, {label}: {k['journal']:.2f};  etcd revisions/run "
+            f"journal records/step, {label}: {k['journal']:.2f}, journal writes (transactions)"
+            f"/step: {k['journal_writes']:.2f};  etcd revisions/run "
             f"(all writers): {k['revisions']:.2f}"
         )
     print()
