@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import time
 from collections.abc import Mapping
@@ -459,12 +460,14 @@ class ConsumerDriver:
     # -- handling messages -----------------------------------------------------------------
 
     async def _one_by_one(self, driving: _Driving, items: list[streams.StreamItem]) -> None:
-        """concurrency 1: each message handled, then the offset moved past it."""
-        for item in items:
-            tally = await self._handle(driving, item)
-            progress = driving.progress
-            moved = replace(progress, offset=item.offset)
-            _add(moved, tally)
+        """concurrency 1: each message handled, then the offset moved past it. Items
+        written by one transaction share an offset (an entity command's events, the
+        records a run commits at once): the offset moves past all of them together, so
+        that a crash between two of them delivers them again rather than skipping one."""
+        for offset, group in itertools.groupby(items, key=lambda item: item.offset):
+            moved = replace(driving.progress, offset=offset)
+            for item in group:
+                _add(moved, await self._handle(driving, item))
             await self._commit(moved, [])
             driving.progress = moved
             await self._status(driving.obj, driving.spec, driving.stream, moved)
