@@ -67,19 +67,24 @@ def test_a_new_incarnation_of_the_same_executor_takes_over_at_once(
         old = Fence(etcd, prefix, ttl=30, executor="pod-a")
         new = Fence(etcd, prefix, ttl=30, executor="pod-a")
         other = Fence(etcd, prefix, ttl=30, executor="pod-b")
+        longer = Fence(etcd, prefix, ttl=30, executor="pod-a0")  # pod-a's name and more
         journal = Journal(etcd, prefix)
         try:
             await old.start()
             await other.start()
+            await longer.start()
             assert await old.claim("run") is None
+            assert await longer.claim("theirs") is None
             assert await other.claim("run") == old.id  # a different pod must wait
             await new.start()  # the container restarted: its key names the new incarnation
             assert await new.claim("run") is None  # the restarted container need not
+            assert await new.claim("run") is None  # and holds it
+            assert await new.claim("theirs") == longer.id  # another pod's, however named
             with pytest.raises(Fenced):
                 await journal.append("run", _record(0), old)
             await journal.append("run", _record(0), new)
         finally:
-            for fence in (old, new, other):
+            for fence in (old, new, other, longer):
                 await fence.stop()
             await etcd.close()
 

@@ -150,21 +150,36 @@ class Fence:
         """Take the run `uid`; return None when this executor holds it now, else the id of
         the live executor that holds it.
 
-        One transaction when nobody holds the run or this incarnation does, two when a
-        dead incarnation of this executor's own slot does (the usual case after a
-        restart: no reads in between), more only when another slot's holder must be
-        looked up."""
+        One transaction when nobody holds the run, this incarnation does, or a dead
+        incarnation of this executor's own slot does (the usual case after a restart: a
+        nested transaction takes it over, comparing the owner's value with the slot's
+        range of ids); more only when another slot's holder must be looked up."""
         owner = keys.owner(self.prefix, uid).encode()
         tx = self.client.transactions
-        ok, responses = await self.client.transaction(
-            compare=[tx.create(owner) == 0],
-            success=[tx.put(owner, self.id.encode())],
+        me = self.id.encode()
+        slot = self.executor.encode()
+        takeover = tx.txn(
+            # An earlier incarnation of this slot: `<slot>/...`, not this one. A slot has
+            # one live process at most, so while this one lives, that one is dead.
+            compare=[
+                tx.value(owner) > slot + b"/",
+                tx.value(owner) < slot + b"0",  # "0" follows "/"
+                tx.value(owner) != me,
+                tx.value(self.key) == me,
+            ],
+            success=[tx.put(owner, me)],
             failure=[tx.get(owner)],
+        )
+        ok, responses = await self.client.transaction(
+            compare=[tx.create(owner) == 0], success=[tx.put(owner, me)], failure=[takeover]
         )
         if ok:
             return None
-        found = responses[0]
-        current: str | None = found[0][0].decode() if found else None
+        nested = responses[0].response_txn
+        if nested.succeeded:
+            return None
+        found = nested.responses[0].response_range.kvs
+        current: str | None = bytes(found[0].value).decode() if found else None
         for _ in range(3):  # the holder may change under us: look again
             if current is None:
                 ok, _ = await self.client.transaction(
