@@ -352,6 +352,48 @@ def test_run_changes_feed_a_consumer_and_emit_steps_publish_once(
     assert "e.emit: data.order: required" in str(failed["status"])
 
 
+def test_a_run_started_and_finished_in_one_transaction_reaches_a_parallel_consumer_twice(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    """A run of `set` steps commits its start and its end together: their two changes
+    share an offset (and, keyed by the run, a lane); each is delivered."""
+    cp = control_plane
+    apply(cp, namespace, kind("Topic", "phases"))
+    apply(
+        cp,
+        namespace,
+        kind("WorkflowTemplate", "quick", steps=[{"name": "s", "set": {"done": True}}]),
+    )
+    for concurrency in (1, 3):
+        apply(
+            cp,
+            namespace,
+            kind(
+                "Consumer",
+                f"every-phase-{concurrency}",
+                source={"workflows": {"templateRef": {"name": "quick"}}},
+                concurrency=concurrency,
+                action={
+                    "emit": {
+                        "topic": "phases",
+                        "data": {"by": concurrency, "phase": "${ event.run.phase }"},
+                    }
+                },
+            ),
+        )
+    apply(cp, namespace, workflow("quick-1", templateRef={"name": "quick"}))
+    wait_phase(cp, namespace, "quick-1", ("Succeeded",))
+    found = eventually(
+        lambda: messages(cp, namespace, "phases"),
+        lambda m: len(m) >= 4,
+        90,
+        "the start and the end of the run through both consumers",
+    )
+    for concurrency in (1, 3):
+        phases = [m["data"]["phase"] for m in found if m["data"]["by"] == concurrency]
+        assert phases == ["Running", "Succeeded"], (concurrency, found)
+
+
 def _workflows(cp: ControlPlane, namespace: str) -> list[str]:
     out = cp.kubectl("get", "workflows", "-n", namespace, "-o", "name").stdout
     return [line.split("/", 1)[1] for line in out.split()]

@@ -478,11 +478,17 @@ class ConsumerDriver:
         etcd = self.runtime.etcd
         records_prefix = keys.consumer_keys(self.prefix, self.ref.namespace, self.ref.uid)
         listed = await etcd.get_prefix(records_prefix.encode())
-        done: dict[str, tuple[int, Tally]] = {}
+        # Per lane: how far it got, as (offset, items of that offset handled) -- the items
+        # of one revision share an offset (an entity command's events, a run's records
+        # committed at once), so the offset alone cannot say which of them were handled.
+        # A record of an older version has no count: all items of its offset were handled.
+        done: dict[str, tuple[tuple[int, float], Tally]] = {}
         for kv in listed:
             raw = json.loads(kv.value)
             digest = kv.key.decode()[len(records_prefix) :]
-            done[digest] = (int(raw.get("offset") or 0), Tally.from_json(raw))
+            count = raw.get("handledAtOffset")
+            mark = (int(raw.get("offset") or 0), float("inf") if count is None else int(count))
+            done[digest] = (mark, Tally.from_json(raw))
         lanes: dict[str, list[tuple[streams.StreamItem, engine.Message | None]]] = {}
         for item in items:
             message = engine.message_of(driving.spec, self.ref.namespace, item.offset, item.value)
@@ -491,14 +497,21 @@ class ConsumerDriver:
         gate = asyncio.Semaphore(driving.spec.concurrency)
 
         async def run_lane(digest: str, lane: list[Any]) -> None:
-            handled, tally = done.get(digest, (0, Tally()))
+            handled, tally = done.get(digest, ((0, 0), Tally()))
+            seen: dict[int, int] = {}
             async with gate:
                 for item, _ in lane:
-                    if item.offset <= handled:
+                    index = seen.get(item.offset, 0)
+                    seen[item.offset] = index + 1
+                    if (item.offset, index) < handled:
                         continue  # handled before a crash: its record says so
                     tally.add(await self._handle(driving, item))
-                    handled = item.offset
-                    record = {"offset": handled, **tally.to_json()}
+                    handled = (item.offset, index + 1)
+                    record = {
+                        "offset": item.offset,
+                        "handledAtOffset": index + 1,
+                        **tally.to_json(),
+                    }
                     await self._put_fenced(
                         keys.consumer_key(self.prefix, self.ref.namespace, self.ref.uid, digest),
                         record,
