@@ -139,6 +139,24 @@ def journal(cp: ControlPlane, uid: str, prefix: str = "/kurable/") -> list[Recor
     return asyncio.run(load())
 
 
+def journal_revisions(cp: ControlPlane, uid: str, prefix: str = "/kurable/") -> list[int]:
+    """The etcd revision each of the run's journal records was committed at."""
+    import asyncio
+
+    from kurable.store import keys
+    from kurable.store.journal import EtcdConfig, connect
+
+    async def read() -> list[int]:
+        etcd = await connect(EtcdConfig(endpoints=cp.etcd_endpoint, prefix=prefix))
+        try:
+            listing = await etcd.get_prefix(keys.journal(prefix, uid).encode())
+            return [int(kv.mod_revision) for kv in listing]
+        finally:
+            await etcd.close()
+
+    return asyncio.run(read())
+
+
 class Isolated:
     """A namespace, an etcd prefix and operators of its own, so that killing or pausing
     them harms no other test."""

@@ -18,7 +18,16 @@ from kubernetes import client
 from kurable.api.v1alpha1 import GROUP, VERSION
 from kurable.testing import ControlPlane, OperatorProcess
 
-from .conftest import Isolated, apply, eventually, get, journal, wait_phase, workflow
+from .conftest import (
+    Isolated,
+    apply,
+    eventually,
+    get,
+    journal,
+    journal_revisions,
+    wait_phase,
+    workflow,
+)
 
 OLD_FINALIZER = "kurable.dev/finalizer"
 
@@ -216,21 +225,3 @@ def resource_versions(cp: ControlPlane, namespace: str) -> dict[str, str]:
         for item in listed["items"]
         if item["metadata"]["name"].endswith("-again")
     }
-
-
-def journal_revisions(cp: ControlPlane, uid: str, prefix: str = "/kurable/") -> list[int]:
-    """The etcd revision each of the run's journal records was committed at."""
-    import asyncio
-
-    from kurable.store import keys
-    from kurable.store.journal import EtcdConfig, connect
-
-    async def read() -> list[int]:
-        etcd = await connect(EtcdConfig(endpoints=cp.etcd_endpoint, prefix=prefix))
-        try:
-            listing = await etcd.get_prefix(keys.journal(prefix, uid).encode())
-            return [int(kv.mod_revision) for kv in listing]
-        finally:
-            await etcd.close()
-
-    return asyncio.run(read())

@@ -61,7 +61,7 @@ TIMEOUTS = Counter(
 )
 JOURNAL_COMMIT = Histogram(
     "kurable_journal_commit_duration_seconds",
-    "Journal commits: one etcd transaction appending a record under the fence.",
+    "Journal commits: one etcd transaction appending one or more records under the fence.",
     buckets=COMMIT_BUCKETS,
 )
 FENCING_REFUSALS = Counter(
@@ -116,10 +116,14 @@ def _kind(state: RunState, step: str | None) -> str:
     return "unknown" if found is None else str(found.action)
 
 
-def record_committed(before: RunState, record: Record, after: RunState, seconds: float) -> None:
+def record_committed(
+    before: RunState, record: Record, after: RunState, seconds: float | None
+) -> None:
     """Count one record this process committed (`before`/`after`: the run's state around
-    it; `seconds`: how long the commit took)."""
-    JOURNAL_COMMIT.observe(seconds)
+    it; `seconds`: how long its transaction took, None for the further records of one
+    transaction, which is observed once)."""
+    if seconds is not None:
+        JOURNAL_COMMIT.observe(seconds)
     data = record.data.to_wire()
     namespace = str(after.workflow.get("namespace") or "")
     if record.type == "WorkflowStarted":

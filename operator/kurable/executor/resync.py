@@ -161,7 +161,7 @@ class Resync:
                 if item.uid in driven_before:
                     ref = RunRef(item.name, item.namespace, item.uid)
                     self.drivers.refresh(obj, ref, versions.get(item.uid, ""))
-                elif self.adopt and not (item.finished or item.deleting):
+                elif self.adopt and not (item.finished or item.deleting) and self.owns(item.uid):
                     bodies[item.uid] = obj
         self.resyncs += 1
         self.listed = len(listed)
@@ -186,7 +186,7 @@ class Resync:
         for uid in verdict.abandon:
             await self._abandon(uid, gone=uid not in objects)
         # Only the runs this replica owns (the others are another replica's to drive).
-        mine = [c for c in verdict.adopt if self.runtime.shards.owns(c.uid)]
+        mine = [c for c in verdict.adopt if self.owns(c.uid)]
         holders = {c.uid: await self.runtime.fence.holder(c.uid) for c in mine}
         for item in unheld(mine, holders, self.runtime.fence.id):
             if item.uid in bodies:
@@ -290,6 +290,10 @@ class Resync:
         self.swept = True
         if forgotten:
             log.info("removed the journals of %s runs deleted while no operator watched", forgotten)
+
+    def owns(self, uid: str) -> bool:
+        """Whether this replica drives run `uid` (kurable.executor.shards)."""
+        return self.runtime.shards.owns(uid)
 
     def _serves(self, namespace: str) -> bool:
         return not self.namespaces or serves(namespace, self.namespaces)

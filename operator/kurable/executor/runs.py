@@ -347,7 +347,8 @@ class Run:
             await fence.alive.wait()
 
     async def _reload(self) -> None:
-        self.records, self.revision = await self.runtime.journal.load(self.ref.uid)
+        self.records, read_at, last = await self.runtime.journal.read(self.ref.uid)
+        self.revision = last or read_at
         self.state = pure("reading the journal", fold, self.records)
 
     # -- starting -----------------------------------------------------------------------
@@ -629,8 +630,13 @@ class Run:
                 data=following.data,
                 executor=self.runtime.fence.id,
             )
-            after = pure("reading the journal", apply, state, record)
-            value = pure("describing the run's change", run_change, after, record, labels)
+            try:
+                after = pure("reading the journal", apply, state, record)
+                value = pure("describing the run's change", run_change, after, record, labels)
+            except EngineFault:
+                if not chained:
+                    raise
+                break  # what was decided before it commits; the next step meets it again
             change = None
             if value is not None:
                 namespace = str(after.workflow.get("namespace") or self.ref.namespace)
@@ -638,7 +644,12 @@ class Run:
             chained.append((following, record, after))
             entries.append((record, change))
             state = after
-            following = self._follows(after, record) if chain else None
+            following = None
+            if chain:
+                try:
+                    following = self._follows(after, record)
+                except Exception:  # deciding again in the next step reports it
+                    following = None
         clock = metrics.Stopwatch()
         try:
             count, self.revision = await self.runtime.journal.append_all(
@@ -651,11 +662,13 @@ class Run:
         except Fenced:
             metrics.fencing_refused()
             raise
+        seconds: float | None = clock.seconds  # one transaction: observed once
         for committed, record, after in chained[:count]:
             self.records.append(record)
             before = self.state
             self.state = after
-            self._observe(before, record, clock.seconds)
+            self._observe(before, record, seconds)
+            seconds = None
             self._announce(record)
             if children.may_abandon(record):
                 await self._cancel_children(required=False)
@@ -676,7 +689,7 @@ class Run:
         following = decide.next_decision(state, datetime.now(UTC), flags, busy=frozenset())
         return following if isinstance(following, decide.Commit) else None
 
-    def _observe(self, before: RunState, record: Record, seconds: float) -> None:
+    def _observe(self, before: RunState, record: Record, seconds: float | None) -> None:
         """Count the committed record and make its spans: never a reason to stop the run."""
         try:
             metrics.record_committed(before, record, self.state, seconds)

@@ -413,17 +413,23 @@ class Journal:
 
     async def load(self, uid: str, after: int = -1) -> tuple[list[Record], int]:
         """All records of a run (those with a seq above `after`), in order, and the etcd
-        revision of the last of them (the revision the journal was read at when none).
+        revision they were read at (to watch from: nothing up to it is missed). See
+        `read`."""
+        records, read_at, _ = await self.read(uid, after)
+        return records, read_at
+
+    async def read(self, uid: str, after: int = -1) -> tuple[list[Record], int, int]:
+        """All records of a run (those with a seq above `after`), in order; the etcd
+        revision they were read at; the revision of the last of them (0: none), as status
+        shows it (`journal.revision`).
 
         Read in pages of `LOAD_BATCH` records at one revision (one request for most
         journals), so that a long journal never exceeds the client's 4 MiB response
         limit; a record stored in chunks is reassembled from them. Raises ValueError when
         a chunked record's chunks are missing or do not add up."""
         prefix = keys.journal(self.prefix, uid)
-        start = (
-            keys.journal_record(self.prefix, uid, after + 1) if after >= 0 else prefix
-        ).encode()
-        end = keys.range_end(prefix).encode()
+        first = keys.journal_record(self.prefix, uid, after + 1) if after >= 0 else prefix
+        start, end = first.encode(), keys.range_end(prefix).encode()
         records: list[Record] = []
         read_at, last = 0, 0
         while True:
@@ -440,7 +446,7 @@ class Journal:
                 records.append(Record.from_json(raw))
                 last = max(last, int(kv.mod_revision))
             if not response.more or not response.kvs:
-                return records, last or read_at
+                return records, read_at, last
             start = bytes(response.kvs[-1].key) + b"\0"
 
     async def append(
@@ -456,8 +462,10 @@ class Journal:
     ) -> tuple[int, int]:
         """Commit the first records of `entries` (consecutive seqs, each with the run change
         it makes, if any) in one transaction, if their slots are empty and `fence` holds
-        the run: as many as fit in one request (`chunk_bytes` of records, `MAX_TXN_RECORDS`),
-        at least the first. Returns (how many were committed, the revision).
+        the run: as many as fit in one request (`chunk_bytes` of records and run changes,
+        `MAX_TXN_RECORDS`), at least the first: a transaction holds no more than what
+        committing them one by one would have put in the largest of its requests. Returns
+        (how many were committed, the revision).
 
         A run change (the record changes the run's phase: kurable.engine.run_changes) is
         put in the same transaction at `keys.run_change`, so the per-template stream of
@@ -474,13 +482,15 @@ class Journal:
         size = 0
         for count, (record, change) in enumerate(entries):
             payload = canonical_json(record.to_json())  # the bytes the size rule measures
+            changed = b"" if change is None else canonical_json(change.value)
             large = len(payload) > self.chunk_bytes
-            full = size + len(payload) > self.chunk_bytes or count >= MAX_TXN_RECORDS
+            stored = (0 if large else len(payload)) + len(changed)
+            full = size + stored > self.chunk_bytes or count >= MAX_TXN_RECORDS
             if count and (large or full):
                 break
             if large:
                 payload = await self._write_chunks(uid, record.seq, payload)
-            size += len(payload)
+            size += len(payload) + len(changed)
             slot = keys.journal_record(self.prefix, uid, record.seq).encode()
             compare.append(tx.create(slot) == 0)
             puts.append(tx.put(slot, payload))
@@ -488,7 +498,7 @@ class Journal:
                 key = keys.run_change(
                     self.prefix, change.namespace, change.template, uid, record.seq
                 )
-                puts.append(tx.put(key.encode(), canonical_json(change.value)))
+                puts.append(tx.put(key.encode(), changed))
             if large:
                 break  # a chunked record goes alone
         committed = len(compare) - len(fence.fenced(uid))
