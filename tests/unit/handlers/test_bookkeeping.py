@@ -70,3 +70,11 @@ def test_a_retrying_handlers_progress_keeps_a_short_message_whatever_the_error_s
     stored = patch["status"]["kopf"]["progress"]["validate"]
     assert stored["retries"] == 3
     assert stored["message"].startswith("problem: ") and len(stored["message"]) <= 200
+
+
+def test_a_kind_bound_only_to_events_has_an_empty_diff_base() -> None:
+    storage = DigestDiffBaseStorage(field=FIELD, event_only=["Workflow"])
+    run = kopf.Body({**body({"a": 1}), "kind": "Workflow"})
+    assert storage.build(body=run) == {}
+    assert storage.fetch(body=run) == {}
+    assert storage.build(body=body({"a": 1}))["spec"].startswith("sha256:")
