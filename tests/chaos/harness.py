@@ -134,9 +134,6 @@ def make_plan(seed: int, scale: Scale) -> Plan:
         moment = rng.choice(moments)
         created[moment][1].append(errand)
         signalled[moment + rng.uniform(2, scale.window / 3)].append(errand)
-    arrivals = [Arrival(m, tuple(ts), tuple(es)) for m, (ts, es) in created.items()]
-    arrivals += [Arrival(m, signals=tuple(es)) for m, es in signalled.items()]
-    arrivals.sort(key=lambda a: a.at)
     # Faults: each kind once in a shuffled order, then random kinds until the window
     # is full; one at a time, with a breather between.
     kinds = list(FAULTS)
@@ -153,6 +150,16 @@ def make_plan(seed: int, scale: Scale) -> Plan:
         }[kind]
         faults.append(Fault(kind, at, hold, graceful=rng.random() < 0.5))
         at += hold + rng.uniform(3, 8)
+    # One errand waits through every fault: created first, signalled after the last, so
+    # that some run is certainly carried across them (however fast the others end).
+    for errands_then in (*(es for _, es in created.values()), *signalled.values()):
+        if 0 in errands_then:
+            errands_then.remove(0)
+    created[0.0][1].append(0)
+    signalled[max(f.at + f.hold for f in faults) + 2].append(0)
+    arrivals = [Arrival(m, tuple(ts), tuple(es)) for m, (ts, es) in created.items()]
+    arrivals += [Arrival(m, signals=tuple(es)) for m, es in signalled.items() if es]
+    arrivals.sort(key=lambda a: a.at)
     return Plan(seed, scale, wallets, transfers, faults, arrivals)
 
 
