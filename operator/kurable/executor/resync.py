@@ -161,7 +161,11 @@ class Resync:
                 if item.uid in driven_before:
                     ref = RunRef(item.name, item.namespace, item.uid)
                     self.drivers.refresh(obj, ref, versions.get(item.uid, ""))
-                elif self.adopt and not (item.finished or item.deleting) and self.owns(item.uid):
+                elif (
+                    self.adopt
+                    and not (item.finished or item.deleting)
+                    and self.runtime.shards.owns(item.uid)
+                ):
                     bodies[item.uid] = obj
         self.resyncs += 1
         self.listed = len(listed)
@@ -185,22 +189,16 @@ class Resync:
         self._judge_watch(verdict.missed)
         for uid in verdict.abandon:
             await self._abandon(uid, gone=uid not in objects)
-        # Only the runs this replica owns (the others are another replica's to drive).
-        mine = [c for c in verdict.adopt if self.owns(c.uid)]
+        # Only the runs this replica owns (kept in `bodies`; the others are another
+        # replica's to drive).
+        mine = [c for c in verdict.adopt if c.uid in bodies]
         holders = {c.uid: await self.runtime.fence.holder(c.uid) for c in mine}
         for item in unheld(mine, holders, self.runtime.fence.id):
-            if item.uid in bodies:
-                self._adopt(bodies[item.uid], item)
-
-    async def _list(self) -> list[dict[str, Any]]:
-        """The Workflows of the namespaces this operator serves, as kopf would see them."""
-        objects: list[dict[str, Any]] = []
-        async for page in self._pages():
-            objects.extend(page)
-        return objects
+            self._adopt(bodies[item.uid], item)
 
     async def _pages(self) -> AsyncIterator[list[dict[str, Any]]]:
-        """`_list`, one page at a time."""
+        """The Workflows of the namespaces this operator serves, as kopf would see them,
+        one page at a time."""
         if not self.namespaces:
             async for page in self.runtime.list_pages(WORKFLOW, None):
                 yield page
@@ -227,15 +225,16 @@ class Resync:
         owner handed it over, or is gone), without waiting for a whole interval.
         Returns how many it started."""
         started = 0
-        for obj in await self._list():
-            item = Listed.from_object(obj)
-            if item.finished or item.deleting:
-                continue
-            if self.drivers.get(item.uid) is not None or self.drivers.parked(item.uid):
-                continue
-            ref = RunRef(item.name, item.namespace, item.uid)
-            if self.drivers.start(obj, ref, object_logger(ref)) is not None:
-                started += 1
+        async for page in self._pages():
+            for obj in page:
+                item = Listed.from_object(obj)
+                if item.finished or item.deleting:
+                    continue
+                if self.drivers.get(item.uid) is not None or self.drivers.parked(item.uid):
+                    continue
+                ref = RunRef(item.name, item.namespace, item.uid)
+                if self.drivers.start(obj, ref, object_logger(ref)) is not None:
+                    started += 1
         return started
 
     def _adopt(self, obj: Mapping[str, Any], item: Listed) -> None:
@@ -290,10 +289,6 @@ class Resync:
         self.swept = True
         if forgotten:
             log.info("removed the journals of %s runs deleted while no operator watched", forgotten)
-
-    def owns(self, uid: str) -> bool:
-        """Whether this replica drives run `uid` (kurable.executor.shards)."""
-        return self.runtime.shards.owns(uid)
 
     def _serves(self, namespace: str) -> bool:
         return not self.namespaces or serves(namespace, self.namespaces)

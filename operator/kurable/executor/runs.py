@@ -644,12 +644,7 @@ class Run:
             chained.append((following, record, after))
             entries.append((record, change))
             state = after
-            following = None
-            if chain:
-                try:
-                    following = self._follows(after, record)
-                except Exception:  # deciding again in the next step reports it
-                    following = None
+            following = self._follows(after, record) if chain else None
         clock = metrics.Stopwatch()
         try:
             count, self.revision = await self.runtime.journal.append_all(
@@ -679,14 +674,18 @@ class Run:
         """The decision that follows `record` at once, to commit with it, if nothing is
         to be done before it: no action in flight, no child run to cancel (the run has
         no `workflow` step), a record after which children need no cancelling, a run not
-        finished; and the next decision is itself a commit."""
+        finished; and the next decision is itself a commit. An error deciding ends the
+        chain: the next step decides again and reports it."""
         if state.finished or self.acting or children.may_abandon(record):
             return None
         if state.spec is None or children.has_children(state.spec):
             return None
         spec = self.object.get("spec", {})
         flags = decide.Flags(suspend=bool(spec.get("suspend")), cancel=bool(spec.get("cancel")))
-        following = decide.next_decision(state, datetime.now(UTC), flags, busy=frozenset())
+        try:
+            following = decide.next_decision(state, datetime.now(UTC), flags, busy=frozenset())
+        except Exception:
+            return None
         return following if isinstance(following, decide.Commit) else None
 
     def _observe(self, before: RunState, record: Record, seconds: float | None) -> None:

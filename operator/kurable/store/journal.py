@@ -184,7 +184,7 @@ class Fence:
             if current is None:
                 ok, _ = await self.client.transaction(
                     compare=[tx.create(owner) == 0],
-                    success=[tx.put(owner, self.id.encode())],
+                    success=[tx.put(owner, me)],
                     failure=[],
                 )
             else:
@@ -195,7 +195,7 @@ class Fence:
                     return current
                 ok, _ = await self.client.transaction(
                     compare=[tx.value(owner) == current.encode(), *dead],
-                    success=[tx.put(owner, self.id.encode())],
+                    success=[tx.put(owner, me)],
                     failure=[],
                 )
                 if ok and current.partition("/")[0] != self.executor:
@@ -477,7 +477,7 @@ class Journal:
         that fails stay behind unreferenced (harmless) until `forget`. Raises Fenced (this
         executor does not hold the run) or SlotTaken (a slot was written meanwhile)."""
         tx = self.client.transactions
-        compare = [*fence.fenced(uid)]
+        slots = []  # a comparison per record: its slot is empty
         puts = []
         size = 0
         for count, (record, change) in enumerate(entries):
@@ -492,7 +492,7 @@ class Journal:
                 payload = await self._write_chunks(uid, record.seq, payload)
             size += len(payload) + len(changed)
             slot = keys.journal_record(self.prefix, uid, record.seq).encode()
-            compare.append(tx.create(slot) == 0)
+            slots.append(tx.create(slot) == 0)
             puts.append(tx.put(slot, payload))
             if change is not None:
                 key = keys.run_change(
@@ -501,10 +501,11 @@ class Journal:
                 puts.append(tx.put(key.encode(), changed))
             if large:
                 break  # a chunked record goes alone
-        committed = len(compare) - len(fence.fenced(uid))
-        ok, responses = await self.client.transaction(compare=compare, success=puts, failure=[])
+        ok, responses = await self.client.transaction(
+            compare=[*fence.fenced(uid), *slots], success=puts, failure=[]
+        )
         if ok:
-            return committed, int(responses[0].response_put.header.revision)
+            return len(slots), int(responses[0].response_put.header.revision)
         why = await fence.why_fenced(uid)
         if why is not None:
             raise Fenced(why)
