@@ -271,11 +271,15 @@ def inject(fault: Fault, cp: ControlPlane, ops: Operators, evidence: Evidence) -
     """Strike with one fault and repair it; returns once the system is whole again."""
     evidence.injected.append(fault.kind)
     if fault.kind == "operator-kill":
-        assert ops.a is not None
-        ops.a.kill()
+        # The replica driving the witness (errand 0, waiting through every fault) dies, so
+        # that its end is certainly written by another incarnation than its start.
+        replica = "c" if _driver(cp, ops.namespace, errand_name(0)) == "chaos-c" else "a"
+        process = getattr(ops, replica)
+        assert process is not None
+        process.kill()
         time.sleep(fault.hold)
-        ops.a.stop()
-        ops.a = ops.start("chaos-a")
+        process.stop()
+        setattr(ops, replica, ops.start(f"chaos-{replica}"))
     elif fault.kind == "etcd-restart":
         cp.stop_etcd(kill=True)
         time.sleep(fault.hold)
@@ -309,6 +313,17 @@ def inject(fault: Fault, cp: ControlPlane, ops: Operators, evidence: Evidence) -
         ops.b = None
     else:
         raise ValueError(fault.kind)
+
+
+def _driver(cp: ControlPlane, namespace: str, name: str) -> str | None:
+    """The executor slot that the run's status names as driving it (None when unknown)."""
+    try:
+        found = cp.kubectl(
+            "get", "workflow", name, "-n", namespace, "-o", "jsonpath={.status.executor}"
+        )
+    except (KubectlError, ControlPlaneError):
+        return None
+    return found.stdout.strip() or None
 
 
 def deliver(arrival: Arrival, cp: ControlPlane, namespace: str) -> None:
