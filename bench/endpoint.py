@@ -38,8 +38,10 @@ import collections
 import functools
 import itertools
 import json
+import shutil
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -49,13 +51,13 @@ from typing import Any
 import aiohttp
 import yaml
 from kubernetes_asyncio import client as k8s
-from kubernetes_asyncio import config as k8s_config
 from prometheus_client import parser as prometheus_parser
 
 from kurable.api import crd
 from kurable.cli._dev import admin_token
 from kurable.client import AsyncClient
 from kurable.executor.commands import execute_command, http_handler, status_projector
+from kurable.executor.runtime import _kubernetes_client as kubernetes_client
 from kurable.store.entities import EntityRef
 from kurable.store.journal import EtcdConfig, connect
 from kurable.testing import ControlPlane, EndpointProcess
@@ -139,7 +141,9 @@ async def bench(
     endpoint in `urls` (label -> URL), one after the other, so that all see the same
     machine; the figures pool every round's latencies."""
     run = uuid.uuid4().hex[:6]
-    api = await k8s_config.new_client_from_config(config_file=str(cp.kubeconfig))
+    # The endpoint's own client factory (and its settings), so that both paths talk to the
+    # API server alike.
+    api = await kubernetes_client(30.0, str(cp.kubeconfig))
     custom = k8s.CustomObjectsApi(api)
     config = EtcdConfig(endpoints=cp.etcd_endpoint)
     etcd = await connect(config)
@@ -245,6 +249,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--profile", metavar="FILE", help="py-spy the endpoints into FILE")
     args = parser.parse_args()
+    if args.profile and PY_SPY is None:
+        parser.error("--profile needs py-spy: .venv/bin/pip install py-spy")
     with ControlPlane() as cp:
         cp.install_crds(crd.write_all(cp.state_dir / "crds"))
         cp.kubectl("create", "namespace", NAMESPACE)
@@ -283,11 +289,14 @@ def main() -> None:
                 summarize(Path(args.profile))
 
 
+PY_SPY = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+
+
 def py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
     """py-spy sampling `pid` (appending collapsed stacks to `out`) until SIGINT."""
     part = out.with_suffix(f".{time.monotonic_ns()}.raw")
     return subprocess.Popen(
-        ["py-spy", "record", "--pid", str(pid), "--format", "raw", "-o", str(part), "-r", "200"],
+        [PY_SPY, "record", "--pid", str(pid), "--format", "raw", "-o", str(part), "-r", "200"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -249,3 +249,25 @@ def test_server_sent_events_are_parsed_per_the_format() -> None:
     lines = [": waiting", "", "id: 3", "event: StepCompleted", 'data: {"seq":', "data: 3}", ""]
     events = [e for e in map(parser.feed, lines) if e is not None]
     assert [(e.id, e.type, e.data) for e in events] == [("3", "StepCompleted", {"seq": 3})]
+
+
+def test_the_async_client_uses_aiohttp_unless_the_environment_names_a_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from httpx_aiohttp import AiohttpTransport
+
+    from kurable.client import AsyncClient
+
+    monkeypatch.setenv("KURABLE_TOKEN", "t")
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+    def transport(url: str) -> Any:
+        return AsyncClient(url).http._transport
+
+    assert isinstance(transport("https://kurable.example"), AiohttpTransport)
+    monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
+    assert not isinstance(transport("https://kurable.example"), AiohttpTransport)
+    assert isinstance(transport("http://kurable.example"), AiohttpTransport)  # no http proxy
+    monkeypatch.setenv("no_proxy", "kurable.example")
+    assert isinstance(transport("https://kurable.example"), AiohttpTransport)
