@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import secrets
 
+import aetcd.exceptions
 import pytest
 
 from kurable.engine import sizes
 from kurable.engine.journal import Record
 from kurable.store import keys
+from kurable.store.etcd import request_op
 from kurable.store.journal import EtcdConfig, Fence, Fenced, Journal, SlotTaken, connect
 from kurable.testing import ControlPlane
 
@@ -86,6 +88,75 @@ def test_a_new_incarnation_of_the_same_executor_takes_over_at_once(
         finally:
             for fence in (old, new, other, longer):
                 await fence.stop()
+            await etcd.close()
+
+    asyncio.run(scenario())
+
+
+def test_claims_made_together_share_transactions_and_each_gets_its_own_answer(
+    control_plane: ControlPlane,
+) -> None:
+    """A restart claims thousands of runs at once: they go in a few transactions, each
+    claim decided on its own (taken, already this executor's, another live one's), and
+    two claims of one run never share a transaction (etcd refuses a key written twice)."""
+    prefix = f"/kurable-store-{secrets.token_hex(4)}/"
+
+    async def scenario() -> None:
+        etcd = await connect(EtcdConfig(endpoints=control_plane.etcd_endpoint, prefix=prefix))
+        old = Fence(etcd, prefix, ttl=30, executor="pod-a")
+        new = Fence(etcd, prefix, ttl=30, executor="pod-a")
+        other = Fence(etcd, prefix, ttl=30, executor="pod-b")
+        try:
+            for fence in (old, other):
+                await fence.start()
+            runs = [f"run-{i}" for i in range(100)]
+            assert await asyncio.gather(*(old.claim(r) for r in runs[:60])) == [None] * 60
+            assert await other.claim("theirs") is None
+            await new.start()  # a restart: the old incarnation's runs are taken over
+            before = new.claims.transactions
+            answers = await asyncio.gather(*(new.claim(r) for r in [*runs, *runs[:10], "theirs"]))
+            assert answers == [None] * 110 + [other.id]
+            # 111 claims (10 runs twice): the first alone, the rest as they queued behind
+            # it, 32 at most per transaction and never one run twice in one.
+            assert new.claims.transactions - before <= 6
+            for run in runs:
+                found = await etcd.get(keys.owner(prefix, run).encode())
+                assert found is not None and found.value.decode() == new.id
+        finally:
+            for fence in (old, new, other):
+                await fence.stop()
+            await etcd.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_claim_fails_with_its_transaction_and_the_next_ones_go_on(
+    control_plane: ControlPlane,
+) -> None:
+    prefix = f"/kurable-store-{secrets.token_hex(4)}/"
+
+    async def scenario() -> None:
+        etcd = await connect(EtcdConfig(endpoints=control_plane.etcd_endpoint, prefix=prefix))
+        fence = Fence(etcd, prefix, ttl=30, executor="pod-a")
+        try:
+            await fence.start()
+            tx = etcd.transactions
+            big = b"x" * (2 * 1024 * 1024)  # over etcd's request limit: the txn is refused
+            sent = fence.claims.transactions
+            refused = asyncio.create_task(
+                fence.claims.submit(b"k", request_op(etcd, tx.put(b"k", big)))
+            )
+            for _ in range(100):  # until it is in flight: the claims then queue behind it
+                if fence.claims.transactions > sent:
+                    break
+                await asyncio.sleep(0)
+            assert fence.claims.transactions == sent + 1
+            claimed = asyncio.gather(*(fence.claim(f"run-{i}") for i in range(3)))
+            with pytest.raises(aetcd.exceptions.ClientError):
+                await refused
+            assert await claimed == [None] * 3  # they went in the next transaction
+        finally:
+            await fence.stop()
             await etcd.close()
 
     asyncio.run(scenario())

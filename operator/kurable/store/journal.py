@@ -32,7 +32,15 @@ from kurable.engine.run_changes import INLINE_TEMPLATE
 from kurable.engine.sizes import CHUNK_BYTES, canonical_json, chunks
 
 from . import keys
-from .etcd import EtcdAuthError, EtcdClient, EtcdTLSError, SyncChannel, raw_range
+from .etcd import (
+    EtcdAuthError,
+    EtcdClient,
+    EtcdTLSError,
+    SyncChannel,
+    TxnBatcher,
+    raw_range,
+    request_op,
+)
 from .etcd import EtcdConfig as EtcdConfig  # re-exported: where callers have found them
 from .etcd import connect as connect
 
@@ -116,6 +124,8 @@ class Fence:
         self.grants = 0
         """How many times the lease was granted (1 at start; more after it was lost)."""
         self._keeper: _Keeper | None = None
+        self.claims = TxnBatcher(client)
+        """Claims of runs sent together (see `claim`)."""
 
     @property
     def key(self) -> bytes:
@@ -153,7 +163,9 @@ class Fence:
         One transaction when nobody holds the run, this incarnation does, or a dead
         incarnation of this executor's own slot does (the usual case after a restart: a
         nested transaction takes it over, comparing the owner's value with the slot's
-        range of ids); more only when another slot's holder must be looked up."""
+        range of ids); more only when another slot's holder must be looked up. Claims
+        made together share that transaction (`claims`, a TxnBatcher): a restart's
+        thousands of claims go in a few hundred requests."""
         owner = keys.owner(self.prefix, uid).encode()
         tx = self.client.transactions
         me = self.id.encode()
@@ -170,12 +182,13 @@ class Fence:
             success=[tx.put(owner, me)],
             failure=[tx.get(owner)],
         )
-        ok, responses = await self.client.transaction(
+        claim = tx.txn(
             compare=[tx.create(owner) == 0], success=[tx.put(owner, me)], failure=[takeover]
         )
-        if ok:
+        answer = (await self.claims.submit(owner, request_op(self.client, claim))).response_txn
+        if answer.succeeded:
             return None
-        nested = responses[0].response_txn
+        nested = answer.responses[0].response_txn
         if nested.succeeded:
             return None
         found = nested.responses[0].response_range.kvs
