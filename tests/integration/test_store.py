@@ -12,7 +12,15 @@ from kurable.engine import sizes
 from kurable.engine.journal import Record
 from kurable.store import keys
 from kurable.store.etcd import request_op
-from kurable.store.journal import EtcdConfig, Fence, Fenced, Journal, SlotTaken, connect
+from kurable.store.journal import (
+    LOAD_BATCH,
+    EtcdConfig,
+    Fence,
+    Fenced,
+    Journal,
+    SlotTaken,
+    connect,
+)
 from kurable.testing import ControlPlane
 
 
@@ -155,6 +163,47 @@ def test_a_claim_fails_with_its_transaction_and_the_next_ones_go_on(
             with pytest.raises(aetcd.exceptions.ClientError):
                 await refused
             assert await claimed == [None] * 3  # they went in the next transaction
+        finally:
+            await fence.stop()
+            await etcd.close()
+
+    asyncio.run(scenario())
+
+
+def test_journals_read_together_share_transactions_and_come_back_whole(
+    control_plane: ControlPlane,
+) -> None:
+    """A restart reads thousands of journals: their first pages go together, up to
+    READ_BATCH per transaction, and the answer may be far over gRPC's default 4 MiB."""
+    prefix = f"/kurable-store-{secrets.token_hex(4)}/"
+    blob = "x" * (200 * 1024)  # under CHUNK_BYTES: stored whole
+
+    async def scenario() -> None:
+        etcd = await connect(EtcdConfig(endpoints=control_plane.etcd_endpoint, prefix=prefix))
+        fence = Fence(etcd, prefix, ttl=30)
+        await fence.start()
+        journal = Journal(etcd, prefix)
+        runs = {f"run-{i}": LOAD_BATCH + 2 if i % 2 else 3 for i in range(20)}
+        try:
+            for run, length in runs.items():
+                assert await fence.claim(run) is None
+                for seq in range(length):
+                    output = {"run": run, "seq": seq, "blob": blob}
+                    record = Record(
+                        seq, "StepCompleted", "2026-01-01T00:00:00Z", "s", 1, {"output": output}
+                    )
+                    await journal.append(run, record, fence)
+            before = journal.reads.transactions
+            answers = await asyncio.gather(*(journal.read(run) for run in runs))
+            # 20 first pages, asked for together, 16 at most per transaction (the longer
+            # journals' second pages are read alone, at the first page's revision).
+            assert journal.reads.transactions - before == 2
+            for (run, length), (records, read_at, last) in zip(runs.items(), answers, strict=True):
+                assert [(r.data.output["run"], r.data.output["seq"]) for r in records] == [
+                    (run, seq) for seq in range(length)
+                ]
+                assert records[0].data.output["blob"] == blob
+                assert read_at >= last > 0
         finally:
             await fence.stop()
             await etcd.close()

@@ -313,6 +313,11 @@ _WRITES = frozenset(
 )
 
 
+MAX_RECEIVE_BYTES = 64 * 1024 * 1024
+"""The largest answer the client accepts (gRPC's default is 4 MiB): journals read together
+(kurable.store.journal.READ_BATCH) may answer up to 32 MiB."""
+
+
 class EtcdClient(aetcd.Client):  # type: ignore[misc]
     """aetcd's client over a channel to one endpoint at a time (TLS and the auth token
     when configured), moving to the next endpoint when the one in use fails (the module's
@@ -325,7 +330,12 @@ class EtcdClient(aetcd.Client):  # type: ignore[misc]
         user, password = config.credentials()
         first = self.endpoints[0]
         super().__init__(
-            host=first.host, port=first.port, username=user, password=password, timeout=timeout
+            host=first.host,
+            port=first.port,
+            username=user,
+            password=password,
+            timeout=timeout,
+            options={"grpc.max_receive_message_length": MAX_RECEIVE_BYTES},
         )
         self.index = 0
         self.failovers = 0
@@ -702,7 +712,7 @@ async def raw_txn(client: aetcd.Client, request: Any) -> Any:
     return await call()
 
 
-_Waiting = tuple[bytes, Any, "asyncio.Future[Any]"]
+_Waiting = tuple[bytes | None, Any, "asyncio.Future[tuple[Any, int]]"]
 """An operation waiting in a TxnBatcher: the key it writes, the RequestOp, its answer."""
 
 
@@ -728,9 +738,10 @@ class TxnBatcher:
         self._waiting: list[_Waiting] = []
         self._sender: asyncio.Task[None] | None = None
 
-    async def submit(self, key: bytes, op: Any) -> Any:
-        """Send `op` (an `rpc.RequestOp` that writes at most `key`); its `rpc.ResponseOp`."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    async def submit(self, key: bytes | None, op: Any) -> tuple[Any, int]:
+        """Send `op` (an `rpc.RequestOp` that writes at most `key`; None: writes nothing);
+        its `rpc.ResponseOp` and the revision of the transaction that carried it."""
+        future: asyncio.Future[tuple[Any, int]] = asyncio.get_running_loop().create_future()
         self._waiting.append((key, op, future))
         if self._sender is None:
             self._sender = asyncio.get_running_loop().create_task(self._send())
@@ -739,14 +750,15 @@ class TxnBatcher:
     def _next_batch(self) -> list[_Waiting]:
         batch: list[_Waiting] = []
         later: list[_Waiting] = []
-        keys_in: set[bytes] = set()
+        keys_in: set[bytes | None] = set()
         for item in self._waiting:
             key, _, future = item
             if future.cancelled():
                 continue
-            if len(batch) < self.max_ops and key not in keys_in:
+            if len(batch) < self.max_ops and (key is None or key not in keys_in):
                 batch.append(item)
-                keys_in.add(key)
+                if key is not None:
+                    keys_in.add(key)
             else:
                 later.append(item)
         self._waiting = later
@@ -766,9 +778,10 @@ class TxnBatcher:
                         if not future.done():
                             future.set_exception(e)
                     continue
+                revision = int(response.header.revision)
                 for (_, _, future), answer in zip(batch, response.responses, strict=True):
                     if not future.done():
-                        future.set_result(answer)
+                        future.set_result((answer, revision))
         finally:
             self._sender = None
             # Cancelled (the loop is closing): nobody is left waiting for ever.

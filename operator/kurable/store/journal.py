@@ -185,7 +185,7 @@ class Fence:
         claim = tx.txn(
             compare=[tx.create(owner) == 0], success=[tx.put(owner, me)], failure=[takeover]
         )
-        answer = (await self.claims.submit(owner, request_op(self.client, claim))).response_txn
+        answer = (await self.claims.submit(owner, request_op(self.client, claim)))[0].response_txn
         if answer.succeeded:
             return None
         nested = answer.responses[0].response_txn
@@ -412,7 +412,12 @@ each record is a compare and one or two puts)."""
 
 LOAD_BATCH = 8
 """Records per read request when loading a journal: a record stored whole is at most
-`CHUNK_BYTES` (256 KiB), so a batch stays far under the client's 4 MiB response limit."""
+`CHUNK_BYTES` (256 KiB), so a page is at most 2 MiB."""
+
+READ_BATCH = 16
+"""First pages of journals read in one transaction at most: LOAD_BATCH records of at most
+CHUNK_BYTES each, so 32 MiB in the worst case, under the client's receive limit
+(kurable.store.etcd.MAX_RECEIVE_BYTES)."""
 
 
 class Journal:
@@ -423,6 +428,8 @@ class Journal:
         self.prefix = prefix
         self.chunk_bytes = chunk_bytes
         """Records larger than this (bytes of JSON) are stored in chunks of this size."""
+        self.reads = TxnBatcher(client, max_ops=READ_BATCH)
+        """First pages of journals read together (see `read`)."""
 
     async def load(self, uid: str, after: int = -1) -> tuple[list[Record], int]:
         """All records of a run (those with a seq above `after`), in order, and the etcd
@@ -447,11 +454,14 @@ class Journal:
         read_at, last = 0, 0
         while True:
             # Records are immutable once committed; the pages are read at one revision.
-            response = await raw_range(
-                self.client,
-                rpc.RangeRequest(key=start, range_end=end, limit=LOAD_BATCH, revision=read_at),
-            )
-            read_at = read_at or int(response.header.revision)
+            # The first page goes with the first pages of other runs being read now (a
+            # restart reads thousands): one request for many journals.
+            page = rpc.RangeRequest(key=start, range_end=end, limit=LOAD_BATCH, revision=read_at)
+            if read_at:
+                response = await raw_range(self.client, page)
+            else:
+                answer, read_at = await self.reads.submit(None, rpc.RequestOp(request_range=page))
+                response = answer.response_range
             for kv in response.kvs:
                 raw = json.loads(kv.value)
                 if isinstance(raw, dict) and CHUNKED in raw:
