@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
 import threading
 import time
 from collections import defaultdict
@@ -221,9 +222,10 @@ def persist(what: str, action: Callable[[], T], timeout: float = 120.0) -> T:
 
 @dataclass
 class Operators:
-    """The operator replicas of the suite: `a` always runs (restarted after kills) and
-    `c` too (a second active replica: the two share the runs by rendezvous hashing);
-    `b` runs while a fault asks for one more replica."""
+    """The operator replicas of the suite: `a` and `c` always run (two active replicas:
+    they share the runs by rendezvous hashing; an operator kill strikes the one driving
+    the witness errand, which is then restarted); `b` runs while a fault asks for one
+    more replica."""
 
     cp: ControlPlane
     logs: Path
@@ -273,7 +275,7 @@ def inject(fault: Fault, cp: ControlPlane, ops: Operators, evidence: Evidence) -
     if fault.kind == "operator-kill":
         # The replica driving the witness (errand 0, waiting through every fault) dies, so
         # that its end is certainly written by another incarnation than its start.
-        replica = "c" if _driver(cp, ops.namespace, errand_name(0)) == "chaos-c" else "a"
+        replica = "c" if _witness_driver(cp, ops.namespace) == "chaos-c" else "a"
         process = getattr(ops, replica)
         assert process is not None
         process.kill()
@@ -315,15 +317,24 @@ def inject(fault: Fault, cp: ControlPlane, ops: Operators, evidence: Evidence) -
         raise ValueError(fault.kind)
 
 
-def _driver(cp: ControlPlane, namespace: str, name: str) -> str | None:
-    """The executor slot that the run's status names as driving it (None when unknown)."""
-    try:
-        found = cp.kubectl(
-            "get", "workflow", name, "-n", namespace, "-o", "jsonpath={.status.executor}"
-        )
-    except (KubectlError, ControlPlaneError):
-        return None
-    return found.stdout.strip() or None
+def _witness_driver(cp: ControlPlane, namespace: str, patience: float = 30.0) -> str | None:
+    """The replica (`chaos-a` or `chaos-c`) that the witness's status names as driving it.
+    Waits while it names none yet (its first status is being written) or `chaos-b` (a
+    second replica just stopped: its runs move back within a lease); None after
+    `patience` seconds."""
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        try:
+            found = cp.kubectl(
+                "get", "workflow", errand_name(0), "-n", namespace,
+                "-o", "jsonpath={.status.executor}",
+            ).stdout.strip()  # fmt: skip
+        except (KubectlError, ControlPlaneError, subprocess.TimeoutExpired):
+            found = ""
+        if found in ("chaos-a", "chaos-c"):
+            return found
+        time.sleep(0.5)
+    return None
 
 
 def deliver(arrival: Arrival, cp: ControlPlane, namespace: str) -> None:

@@ -4,6 +4,7 @@ errors for refusals, and `kurable start --wait` / `signal` / `history`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kurable.client import Client, Forbidden, Unauthenticated
+from kurable.client import Client, Event, Forbidden, Unauthenticated
 from kurable.testing import ControlPlane, OperatorProcess
 
 from .conftest import Door, apply, wait_phase
@@ -174,3 +175,12 @@ def test_start_wait_prints_a_three_step_runs_output_and_signal_and_history_go_th
         assert received["data"]["source"] == "endpoint"
         rest = list(client.run_events(namespace, "ask", last_event_id=events[1].id))
         assert rest == events[2:]
+
+    async def streamed() -> tuple[list[Event], list[Event]]:
+        # The async client's stream goes through aiohttp's pool (httpx-aiohttp).
+        async with door.async_client() as client:
+            whole = [e async for e in client.run_events(namespace, "ask")]
+            rest = [e async for e in client.run_events(namespace, "ask", events[1].id)]
+            return whole, rest
+
+    assert asyncio.run(streamed()) == (events, events[2:])

@@ -526,6 +526,50 @@ def test_status_never_moves_back_to_an_older_version(
     assert get(control_plane, namespace, "entity/bob")["status"]["version"] == 5
 
 
+def test_a_projection_from_the_entity_read_before_the_command_spares_a_read_and_survives_a_race(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    """The endpoint's route and a workflow's entity step read the Entity before the
+    command: the projection patches from that object (one request), and a patch from an
+    object someone wrote meanwhile is refused and done again from a fresh read."""
+    transfer_example(control_plane, namespace)
+    ready(control_plane, namespace, "bob")
+
+    def snapshot(version: int) -> Snapshot:
+        last = {"type": "Deposited", "at": f"t{version}", "version": version}
+        return Snapshot({"balance": 100 + version}, version, last)
+
+    async def scenario() -> list[tuple[bool, list[str]]]:
+        async with kube_api(control_plane) as api:
+            calls: list[str] = []
+            call_api = api.call_api
+
+            async def counted(path: str, method: str, *args: Any, **kwargs: Any) -> Any:
+                calls.append(method)
+                return await call_api(path, method, *args, **kwargs)
+
+            async def project(version: int, known: dict[str, Any]) -> tuple[bool, list[str]]:
+                calls.clear()
+                patched = await commands.project_entity_status(
+                    api, namespace, "bob", snapshot(version), known
+                )
+                return patched, list(calls)
+
+            before = await entity_object(api, namespace, "bob")
+            api.call_api = counted  # type: ignore[method-assign,assignment]
+            current = await project(7, before)
+            stale = await project(8, before)  # status changed since `before` was read
+            older = await project(6, await entity_object(api, namespace, "bob"))
+            return [current, stale, older]
+
+    current, stale, older = asyncio.run(scenario())
+    assert current == (True, ["PATCH"])  # from the object at hand: no read
+    assert stale == (True, ["PATCH", "GET", "PATCH"])  # refused (409), read, patched
+    assert older == (False, [])  # the object at hand shows a newer version already
+    status = get(control_plane, namespace, "entity/bob")["status"]
+    assert (status["version"], status["state"]) == (8, {"balance": 108})
+
+
 def test_concurrent_status_projections_of_one_entity_coalesce_and_each_waits_for_its_version(
     control_plane: ControlPlane, operator: OperatorProcess, namespace: str
 ) -> None:

@@ -7,11 +7,12 @@ import secrets
 
 import aetcd.exceptions
 import pytest
+from aetcd import rpc
 
 from kurable.engine import sizes
 from kurable.engine.journal import Record
 from kurable.store import keys
-from kurable.store.etcd import request_op
+from kurable.store.etcd import TxnBatcher, request_op
 from kurable.store.journal import (
     LOAD_BATCH,
     EtcdConfig,
@@ -138,7 +139,7 @@ def test_claims_made_together_share_transactions_and_each_gets_its_own_answer(
     asyncio.run(scenario())
 
 
-def test_a_claim_fails_with_its_transaction_and_the_next_ones_go_on(
+def test_an_operation_etcd_refuses_fails_alone_and_the_others_of_its_batch_go_on(
     control_plane: ControlPlane,
 ) -> None:
     prefix = f"/kurable-store-{secrets.token_hex(4)}/"
@@ -151,23 +152,40 @@ def test_a_claim_fails_with_its_transaction_and_the_next_ones_go_on(
             tx = etcd.transactions
             big = b"x" * (2 * 1024 * 1024)  # over etcd's request limit: the txn is refused
             sent = fence.claims.transactions
-            refused = asyncio.create_task(
-                fence.claims.submit(b"k", request_op(etcd, tx.put(b"k", big)))
+            refused, *claimed = await asyncio.gather(
+                fence.claims.submit(b"k", request_op(etcd, tx.put(b"k", big))),
+                *(fence.claim(f"run-{i}") for i in range(3)),
+                return_exceptions=True,
             )
-            for _ in range(100):  # until it is in flight: the claims then queue behind it
-                if fence.claims.transactions > sent:
-                    break
-                await asyncio.sleep(0)
-            assert fence.claims.transactions == sent + 1
-            claimed = asyncio.gather(*(fence.claim(f"run-{i}") for i in range(3)))
-            with pytest.raises(aetcd.exceptions.ClientError):
-                await refused
-            assert await claimed == [None] * 3  # they went in the next transaction
+            assert isinstance(refused, aetcd.exceptions.ClientError), refused
+            assert claimed == [None] * 3
+            # Together (refused), then one at a time.
+            assert fence.claims.transactions - sent == 1 + 4
+            assert await etcd.get(b"k") is None
         finally:
             await fence.stop()
             await etcd.close()
 
     asyncio.run(scenario())
+
+
+async def test_a_batcher_whose_sender_was_cancelled_before_it_ran_starts_another(
+    control_plane: ControlPlane,
+) -> None:
+    etcd = await connect(EtcdConfig(endpoints=control_plane.etcd_endpoint))
+    batcher = TxnBatcher(etcd, read_only=True)
+    op = rpc.RequestOp(request_range=rpc.RangeRequest(key=b"/nothing-here", limit=1))
+    try:
+        first = asyncio.ensure_future(batcher.submit(None, op))
+        await asyncio.sleep(0)  # `first` queued its op and made the sender task ...
+        assert batcher._sender is not None
+        batcher._sender.cancel()  # ... cancelled before its first step (a loop sweep)
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        answer, revision = await asyncio.wait_for(batcher.submit(None, op), 10)
+        assert answer.response_range.count == 0 and revision > 0
+    finally:
+        await etcd.close()
 
 
 def test_journals_read_together_share_transactions_and_come_back_whole(

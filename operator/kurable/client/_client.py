@@ -21,9 +21,10 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote, urlsplit
-from urllib.request import getproxies, proxy_bypass
+from urllib.parse import quote
+from urllib.request import getproxies
 
+import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
@@ -80,11 +81,36 @@ class Call:
     """Seconds for this call (default: the client's)."""
 
 
-def _proxied(url: str) -> bool:
-    """Whether the environment sends requests to `url` through a proxy (HTTPS_PROXY,
-    NO_PROXY...), as httpx's own transport would."""
-    scheme = urlsplit(url).scheme
-    return scheme in getproxies() and not proxy_bypass(urlsplit(url).hostname or "")
+def _proxied() -> bool:
+    """Whether the environment names a proxy (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, any
+    case): then httpx's own transport serves, which applies them, and NO_PROXY, by
+    httpx's rules."""
+    found = getproxies()
+    return any(found.get(scheme) for scheme in ("http", "https", "all"))
+
+
+class _AiohttpTransport(AiohttpTransport):
+    """httpx-aiohttp's transport, raising for aiohttp's connection errors the httpx errors
+    httpx's own transport raises (it maps a refused connection to ConnectTimeout, a
+    dropped one to ConnectTimeout too)."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            response: httpx.Response = await super().handle_async_request(request)
+        except httpx.TransportError as e:
+            cause = e.__cause__
+            for theirs, ours in _CONNECTION_ERRORS:
+                if isinstance(cause, theirs):
+                    raise ours(str(e) or str(cause), request=request) from cause
+            raise
+        return response
+
+
+_CONNECTION_ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
+    (aiohttp.ClientConnectorError, httpx.ConnectError),  # before its base, ClientOSError
+    (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
+    (aiohttp.ClientOSError, httpx.ReadError),
+)
 
 
 def namespaced(namespace: str, *parts: str) -> str:
@@ -265,8 +291,7 @@ class AsyncClient(_Base):
     Requests go through httpx's API on aiohttp's connection pool (httpx-aiohttp): httpx's
     own pool (httpcore on anyio) costs about 0.8 ms more per request on 2 cores
     (bench/results/endpoint.txt). httpx's own transport serves when the environment
-    names a proxy for the endpoint (HTTPS_PROXY, NO_PROXY), and `transport` (tests)
-    replaces either."""
+    names a proxy (HTTPS_PROXY, ALL_PROXY...), and `transport` (tests) replaces either."""
 
     def __init__(
         self,
@@ -280,8 +305,8 @@ class AsyncClient(_Base):
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(endpoint, token, namespace, kubeconfig, context, timeout)
-        if transport is None and not _proxied(self.url):
-            transport = AiohttpTransport()
+        if transport is None and not _proxied():
+            transport = _AiohttpTransport()
         self.http = httpx.AsyncClient(transport=transport, timeout=timeout)
 
     async def close(self) -> None:

@@ -90,7 +90,7 @@ async def send_command(
                 command,
                 body.input,
                 command_id,
-                on_committed=status_projector(server.api),
+                on_committed=status_projector(server.api, known=obj),
                 ask=http_handler(server.session),
                 max_value_bytes=server.settings.max_value_bytes,
             )

@@ -40,7 +40,7 @@ import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -360,7 +360,7 @@ class EtcdClient(aetcd.Client):  # type: ignore[misc]
                 try:
                     await self._open(self.endpoint)
                     return
-                except _MOVES as e:
+                except (*_MOVES, EtcdAuthError) as e:
                     last = e
                     self._move(f"cannot connect: {_details(e)}")
             assert last is not None
@@ -692,10 +692,11 @@ async def raw_range(client: aetcd.Client, request: Any) -> Any:
         raise
 
 
-async def raw_txn(client: aetcd.Client, request: Any) -> Any:
+async def raw_txn(client: aetcd.Client, request: Any, read_only: bool = False) -> Any:
     """A raw Txn call (an `rpc.TxnRequest`, answered with the `rpc.TxnResponse`), with the
-    failover of aetcd's `transaction` on an EtcdClient (never repeated once it may have
-    reached etcd); gRPC errors become aetcd's exceptions."""
+    failover rules of the module's docstring on an EtcdClient: a `read_only` one (ranges
+    only) is retried on the next endpoint like a read, any other never once it may have
+    reached etcd. gRPC errors become aetcd's exceptions."""
 
     async def call() -> Any:
         try:
@@ -707,7 +708,7 @@ async def raw_txn(client: aetcd.Client, request: Any) -> Any:
             raise
 
     if isinstance(client, EtcdClient):
-        return await client._call("transaction", call)
+        return await client._call("get" if read_only else "transaction", call)
     await client.connect()
     return await call()
 
@@ -720,19 +721,28 @@ class TxnBatcher:
     """Independent etcd operations sent together, as a group commit does: the first goes
     at once; those that arrive while a transaction is in flight wait for it and then go
     in the next one, up to `max_ops` per transaction (etcd's `--max-txn-ops` is 128 by
-    default). A transaction without comparisons applies its operations at one revision,
-    each as if sent alone: a nested transaction (`RequestOp.request_txn`) decides on its
-    own comparisons. So 10,000 claims after a restart cost a few hundred requests, not
-    10,000, and one operation waits at most one round trip longer.
+    default). So 10,000 claims after a restart cost a few hundred requests, not 10,000.
 
-    etcd refuses a transaction that writes one key twice, even in two nested
-    transactions: operations name the key they write, and two that write the same key
-    never share a transaction. A failed transaction fails every operation in it with its
-    error (aetcd's exceptions), as each would have failed alone."""
+    A transaction without comparisons applies its operations at one revision. Each is
+    decided as if sent alone only when no operation compares or reads a key that another
+    one of the batch writes: etcd evaluates every nested transaction's comparisons
+    against the state before the whole transaction, while ranges see earlier operations'
+    writes. Callers keep to that (a claim compares and writes its own run's owner key and
+    compares the executor's key, which no claim writes; reads write nothing), and name
+    the one key an operation writes: etcd refuses a transaction that writes a key twice,
+    even in two nested transactions, so two such never share one.
 
-    def __init__(self, client: aetcd.Client, max_ops: int = 32) -> None:
+    Failures. A connection error (etcd down, a timeout: the transaction may or may not
+    have been applied) fails the operations of the batch and those waiting, as each would
+    have failed alone, without making them wait behind one another's timeouts. Any other
+    error (etcd refused the transaction, so nothing of it was applied: too large, too
+    many operations) sends the batch's operations again one at a time, so that only the
+    one at fault fails. `read_only` batchers (ranges only) fail over like reads."""
+
+    def __init__(self, client: aetcd.Client, max_ops: int = 32, read_only: bool = False) -> None:
         self.client = client
         self.max_ops = max_ops
+        self.read_only = read_only
         self.transactions = 0
         """Transactions sent (for tests and benchmarks)."""
         self._waiting: list[_Waiting] = []
@@ -743,9 +753,21 @@ class TxnBatcher:
         its `rpc.ResponseOp` and the revision of the transaction that carried it."""
         future: asyncio.Future[tuple[Any, int]] = asyncio.get_running_loop().create_future()
         self._waiting.append((key, op, future))
-        if self._sender is None:
+        if self._sender is None or self._sender.done():
             self._sender = asyncio.get_running_loop().create_task(self._send())
+            self._sender.add_done_callback(self._sent)
         return await future
+
+    def _sent(self, sender: asyncio.Task[None]) -> None:
+        """The sender ended. Cancelled (the loop is closing; perhaps before it ever ran),
+        it leaves nobody waiting for ever: what still waits is cancelled too, unless a
+        new sender has taken it over."""
+        if self._sender is not sender:
+            return
+        self._sender = None
+        for _, _, future in self._waiting:
+            future.cancel()
+        self._waiting = []
 
     def _next_batch(self) -> list[_Waiting]:
         batch: list[_Waiting] = []
@@ -768,27 +790,38 @@ class TxnBatcher:
         batch: list[_Waiting] = []
         try:
             while batch := self._next_batch():
-                self.transactions += 1
                 try:
-                    response = await raw_txn(
-                        self.client, rpc.TxnRequest(success=[op for _, op, _ in batch])
-                    )
+                    await self._commit(batch)
+                except (*_MOVES, EtcdAuthError) as e:
+                    self._fail([*batch, *self._waiting], e)
+                    self._waiting = []
                 except Exception as e:
-                    for _, _, future in batch:
-                        if not future.done():
-                            future.set_exception(e)
-                    continue
-                revision = int(response.header.revision)
-                for (_, _, future), answer in zip(batch, response.responses, strict=True):
-                    if not future.done():
-                        future.set_result((answer, revision))
+                    if len(batch) == 1:
+                        self._fail(batch, e)
+                        continue
+                    for one in batch:  # refused whole, applied nothing: find the culprit
+                        try:
+                            await self._commit([one])
+                        except Exception as e:
+                            self._fail([one], e)
         finally:
-            self._sender = None
-            # Cancelled (the loop is closing): nobody is left waiting for ever.
-            for _, _, future in (*batch, *self._waiting):
-                if not future.done():
-                    future.cancel()
-            self._waiting = []
+            for _, _, future in batch:  # cancelled in flight (those waiting: `_sent`)
+                future.cancel()
+
+    async def _commit(self, batch: list[_Waiting]) -> None:
+        self.transactions += 1
+        request = rpc.TxnRequest(success=[op for _, op, _ in batch])
+        response = await raw_txn(self.client, request, read_only=self.read_only)
+        revision = int(response.header.revision)
+        for (_, _, future), answer in zip(batch, response.responses, strict=True):
+            if not future.done():
+                future.set_result((answer, revision))
+
+    @staticmethod
+    def _fail(items: Sequence[_Waiting], error: Exception) -> None:
+        for _, _, future in items:
+            if not future.done():
+                future.set_exception(error)
 
 
 def request_op(client: aetcd.Client, op: Any) -> Any:

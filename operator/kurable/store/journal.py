@@ -428,7 +428,7 @@ class Journal:
         self.prefix = prefix
         self.chunk_bytes = chunk_bytes
         """Records larger than this (bytes of JSON) are stored in chunks of this size."""
-        self.reads = TxnBatcher(client, max_ops=READ_BATCH)
+        self.reads = TxnBatcher(client, max_ops=READ_BATCH, read_only=True)
         """First pages of journals read together (see `read`)."""
 
     async def load(self, uid: str, after: int = -1) -> tuple[list[Record], int]:

@@ -259,15 +259,43 @@ def test_the_async_client_uses_aiohttp_unless_the_environment_names_a_proxy(
     from kurable.client import AsyncClient
 
     monkeypatch.setenv("KURABLE_TOKEN", "t")
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"):
+    names = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+    for name in (*names, *(n.lower() for n in names)):
         monkeypatch.delenv(name, raising=False)
 
-    def transport(url: str) -> Any:
-        return AsyncClient(url).http._transport
+    def on_aiohttp() -> bool:
+        return isinstance(AsyncClient("https://kurable.example").http._transport, AiohttpTransport)
 
-    assert isinstance(transport("https://kurable.example"), AiohttpTransport)
-    monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
-    assert not isinstance(transport("https://kurable.example"), AiohttpTransport)
-    assert isinstance(transport("http://kurable.example"), AiohttpTransport)  # no http proxy
-    monkeypatch.setenv("no_proxy", "kurable.example")
-    assert isinstance(transport("https://kurable.example"), AiohttpTransport)
+    assert on_aiohttp()
+    for name in ("https_proxy", "HTTP_PROXY", "ALL_PROXY"):
+        with monkeypatch.context() as env:
+            env.setenv(name, "http://proxy.example:3128")
+            env.setenv("NO_PROXY", "kurable.example")  # httpx's own transport applies it
+            assert not on_aiohttp(), name
+
+
+async def test_the_async_client_raises_httpx_errors_for_a_refused_or_dropped_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+    import socket
+
+    from kurable.client import AsyncClient
+
+    monkeypatch.setenv("KURABLE_TOKEN", "t")
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    async with AsyncClient(f"http://127.0.0.1:{port}") as refused:
+        with pytest.raises(httpx.ConnectError):
+            await refused.request("GET", "/healthz")
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, AsyncClient(f"http://127.0.0.1:{port}") as dropped:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await dropped.request("GET", "/healthz")

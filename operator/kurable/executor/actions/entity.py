@@ -48,7 +48,7 @@ async def perform(runtime: Runtime, run: RunRef, act: Act, context: dict[str, An
             spec.command,
             command_input,
             act.idempotency_key(run.uid),
-            on_committed=status_projector(runtime.api),
+            on_committed=status_projector(runtime.api, known=entity),
             ask=http_handler(runtime.http),
             max_value_bytes=runtime.settings.max_value_bytes,
         )
