@@ -147,7 +147,6 @@ async def bench(
     custom = k8s.CustomObjectsApi(api)
     config = EtcdConfig(endpoints=cp.etcd_endpoint)
     etcd = await connect(config)
-    project = status_projector(api)
     clients = {label: AsyncClient(url, token) for label, url in urls.items()}
 
     async with aiohttp.ClientSession() as session:
@@ -163,7 +162,7 @@ async def bench(
             )
             await execute_command(
                 etcd, config.prefix, ref, entity_type, "deposit", {"amount": 1},
-                f"in/{run}/{n}", on_committed=project, ask=ask,
+                f"in/{run}/{n}", on_committed=status_projector(api, known=obj), ask=ask,
             )  # fmt: skip
 
         def through(label: str, client: AsyncClient) -> Send:

@@ -530,8 +530,9 @@ def test_a_projection_from_the_entity_read_before_the_command_spares_a_read_and_
     control_plane: ControlPlane, operator: OperatorProcess, namespace: str
 ) -> None:
     """The endpoint's route and a workflow's entity step read the Entity before the
-    command: the projection patches from that object (one request), and a patch from an
-    object someone wrote meanwhile is refused and done again from a fresh read."""
+    command: when it shows the version just before the command's, the projection patches
+    from it (one request); a patch from an object someone wrote meanwhile is refused and
+    done again from a fresh read; an object further behind (several senders) is not used."""
     transfer_example(control_plane, namespace)
     ready(control_plane, namespace, "bob")
 
@@ -556,18 +557,23 @@ def test_a_projection_from_the_entity_read_before_the_command_spares_a_read_and_
                 return patched, list(calls)
 
             before = await entity_object(api, namespace, "bob")
+            assert before["status"]["version"] == 0
             api.call_api = counted  # type: ignore[method-assign,assignment]
-            current = await project(7, before)
-            stale = await project(8, before)  # status changed since `before` was read
-            older = await project(6, await entity_object(api, namespace, "bob"))
-            return [current, stale, older]
+            current = await project(1, before)
+            behind = await project(3, before)  # it shows 0, not 2
+            raced = copy.deepcopy(before)  # shows 3, as if read just now, but is older
+            raced["status"]["version"] = 3
+            stale = await project(4, raced)
+            older = await project(2, await entity_object(api, namespace, "bob"))
+            return [current, behind, stale, older]
 
-    current, stale, older = asyncio.run(scenario())
+    current, behind, stale, older = asyncio.run(scenario())
     assert current == (True, ["PATCH"])  # from the object at hand: no read
+    assert behind == (True, ["GET", "PATCH"])
     assert stale == (True, ["PATCH", "GET", "PATCH"])  # refused (409), read, patched
-    assert older == (False, [])  # the object at hand shows a newer version already
+    assert older == (False, ["GET"])  # status shows a newer version already
     status = get(control_plane, namespace, "entity/bob")["status"]
-    assert (status["version"], status["state"]) == (8, {"balance": 108})
+    assert (status["version"], status["state"]) == (4, {"balance": 104})
 
 
 def test_concurrent_status_projections_of_one_entity_coalesce_and_each_waits_for_its_version(

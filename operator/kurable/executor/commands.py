@@ -521,11 +521,15 @@ async def project_entity_status(
 
     Concurrent writers may finish in any order; each patch is conditional on the
     resourceVersion it was computed from, so status only moves forward. `known` is the
-    Entity as last read (e.g. before the command): the first patch is computed from it,
-    sparing a read when nothing wrote the Entity since; a conflict reads it again.
+    Entity as last read (e.g. before the command): when its status shows the version
+    just before `snapshot`'s (no other command's status came between), the first patch
+    is computed from it, sparing a read; a conflict reads it again. Otherwise (several
+    senders) it is likely stale, and a refused patch would cost more than the read.
     Returns whether status was patched.
     """
     custom = k8s.CustomObjectsApi(api)
+    if known is not None and ((known.get("status") or {}).get("version")) != snapshot.version - 1:
+        known = None
     for attempt in range(STATUS_ATTEMPTS + (known is not None)):
         try:
             obj = (
