@@ -60,7 +60,9 @@ def test_a_stream_reads_in_revision_order_pages_whole_revisions_and_follows(
                 seen = [await asyncio.wait_for(queue.get(), 10) for _ in range(3)]
                 await etcd.put(f"{prefix}d".encode(), b'{"n": 4}')
                 await etcd.delete(f"{prefix}a".encode())
-                seen += [await asyncio.wait_for(queue.get(), 10) for _ in range(2)]
+                # 30 s: under load a watch's creation may time out (aetcd: 10 s), and
+                # follow() then watches again after a second; that too must deliver them.
+                seen += [await asyncio.wait_for(queue.get(), 30) for _ in range(2)]
             finally:
                 follower.cancel()
             assert [(i.key[len(prefix) :], i.deleted) for i in seen] == [
