@@ -528,7 +528,7 @@ async def project_entity_status(
     Returns whether status was patched.
     """
     custom = k8s.CustomObjectsApi(api)
-    if known is not None and ((known.get("status") or {}).get("version")) != snapshot.version - 1:
+    if known is not None and (known.get("status") or {}).get("version") != snapshot.version - 1:
         known = None
     for attempt in range(STATUS_ATTEMPTS + (known is not None)):
         try:
